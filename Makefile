@@ -1,0 +1,42 @@
+# Every target creates the virtual environment it needs. Override AIRFLOW_VERSION and VENV to run
+# against another Airflow, e.g. `make test AIRFLOW_VERSION=2.11.2 VENV=.venv-2.11.2`.
+PYTHON ?= python3
+AIRFLOW_VERSION ?= 3.3.2
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint unit demo bench reliability clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint unit
+
+demo: venv
+	PATH="$(abspath $(BIN)):$$PATH" bash .ci/demo.sh
+
+bench: venv
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks
+
+reliability: venv
+	MKA1_RELIABILITY=long $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
+
+clean:
+	rm -rf .scratch .pytest_cache .mypy_cache .ruff_cache
