@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 import pendulum
-
 from airflow.providers.common.compat.sdk import DAG, task
+
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.operators.mka1 import MKA1BatchOperator, MKA1DownloadFileOperator
 
@@ -47,8 +47,8 @@ with DAG(
                 }
                 if n in LINES_TO_FAIL:
                     body["emulator_fail"] = True
-                request = {"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-                f.write(json.dumps(request) + "\n")
+                request = {"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions"}
+                f.write(json.dumps({**request, "body": body}) + "\n")
         return str(path)
 
     requests_path = make_requests()

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 import pendulum
-
 from airflow.providers.common.compat.sdk import DAG, task
+
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.operators.mka1 import MKA1BatchOperator
 from airflow_provider_batches.sensors.mka1 import MKA1BatchSensor
@@ -34,8 +34,12 @@ with DAG(
         path = Path(params["workdir"]) / "embeddings.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = (
-            {"custom_id": f"doc-{n}", "method": "POST", "url": "/v1/embeddings",
-             "body": {"model": "mka1-embed", "input": f"document number {n}"}}
+            {
+                "custom_id": f"doc-{n}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "mka1-embed", "input": f"document number {n}"},
+            }
             for n in range(1, 11)
         )
         path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
@@ -59,7 +63,8 @@ with DAG(
     @task
     def count_answers(batch: dict) -> int:
         """The sensor's XCom is the final batch: its output_file_id is the file to fetch."""
-        vectors = [r.response.body["data"][0]["embedding"] for r in MKA1Hook().iter_results(batch["output_file_id"])]
+        results = MKA1Hook().iter_results(batch["output_file_id"])
+        vectors = [r.response.body["data"][0]["embedding"] for r in results if r.response]
         print(f"{len(vectors)} embeddings of {len(vectors[0])} dimensions")
         return len(vectors)
 
