@@ -1,0 +1,67 @@
+"""A real Airflow, in subprocesses, on SQLite, with the example DAGs and `mka1_default` at the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import API_KEY, connection_json
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class AirflowHome:
+    path: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def xcoms(self, dag_id: str) -> dict[tuple[str, str], Any]:
+        """Every XCom of the DAG's runs, by (task_id, key), read from the metadata database."""
+        with sqlite3.connect(self.path / "airflow.db") as db:
+            rows = db.execute("SELECT task_id, key, value FROM xcom WHERE dag_id = ?", (dag_id,)).fetchall()
+        return {(task_id, key): json.loads(value) for task_id, key, value in rows}
+
+
+def airflow_env(home: Path, base_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "example_dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW_CONN_MKA1_DEFAULT=connection_json(base_url),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_home(emulator_session, tmp_path_factory) -> Iterator[AirflowHome]:
+    path = tmp_path_factory.mktemp("airflow-home")
+    home = AirflowHome(path, airflow_env(path, emulator_session.base_url))
+    migrated = home.run("db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    yield home
+
+
+__all__ = ["API_KEY", "AirflowHome", "airflow_env"]

@@ -1,0 +1,56 @@
+"""`airflow dags test` of each example DAG in a real Airflow, against the emulator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import API_KEY
+from tests.e2e.conftest import AirflowHome
+
+pytestmark = pytest.mark.e2e
+
+
+def test_batch_pipeline_end_to_end(airflow_home: AirflowHome, tmp_path) -> None:
+    workdir = tmp_path / "pipeline"
+    run = airflow_home.run(
+        "dags", "test", "example_mka1_batch_pipeline", "-c", json.dumps({"workdir": str(workdir)})
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary == {
+        "asked": 60,
+        "answered": 57,
+        "failed": ["q-23", "q-41", "q-7"],
+        "missing": [],
+        "results_file": str(workdir / "results.jsonl"),
+    }
+    results = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 57
+    assert {r["custom_id"] for r in results} == {f"q-{n}" for n in range(1, 61)} - {"q-7", "q-23", "q-41"}
+    assert all(r["response"]["status_code"] == 200 and r["error"] is None for r in results)
+
+    xcoms = airflow_home.xcoms("example_mka1_batch_pipeline")
+    output_file_id = xcoms[("batch", "return_value")]
+    assert output_file_id and output_file_id.startswith("file")
+    assert xcoms[("batch", "batch_id")].startswith("batch")
+    assert xcoms[("batch", "error_file_id")].startswith("file")
+    assert xcoms[("batch", "request_counts")] == {"total": 60, "completed": 57, "failed": 3}
+    assert xcoms[("download", "return_value")]["lines"] == 57
+    # the secret never reaches an XCom
+    assert API_KEY not in json.dumps(list(xcoms.values()))
+
+
+def test_sensor_example_in_reschedule_mode(airflow_home: AirflowHome, tmp_path) -> None:
+    workdir = tmp_path / "sensor"
+    run = airflow_home.run("dags", "test", "example_mka1_sensor", "-c", json.dumps({"workdir": str(workdir)}))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    xcoms = airflow_home.xcoms("example_mka1_sensor")
+    batch = xcoms[("wait_for_batch", "return_value")]
+    assert batch["id"] == xcoms[("submit", "batch_id")]
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 10, "completed": 10, "failed": 0}
+    assert xcoms[("count_answers", "return_value")] == 10
