@@ -12,6 +12,8 @@ CONNECTION_TYPE = "mka1"
 DEFAULT_CONN_ID = "mka1_default"
 DEFAULT_BASE_URL = "https://apigw.mka1.com"
 DEFAULT_BASE_PATH = "/api/v1/llm"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 5
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "on_behalf_of": {
@@ -26,12 +28,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "timeout": {
         "label": "Read timeout (seconds)",
-        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "minimum": 1},
     },
     "max_retries": {
         "label": "Max retries",
         "description": "Retries of a transient failure (429, 5xx, network) per call.",
-        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_RETRIES, "minimum": 0},
     },
     "verify": {
         "label": "Verify TLS certificates",
