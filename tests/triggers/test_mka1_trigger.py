@@ -1,0 +1,389 @@
+"""MKA1BatchTrigger and its polling policy, over HTTP against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import time
+
+import pytest
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow.triggers.base import BaseTrigger
+
+from airflow_provider_batches.exceptions import (
+    MKA1AuthenticationError,
+    MKA1BatchFailedError,
+    MKA1ServerError,
+)
+from airflow_provider_batches.hooks.mka1 import MKA1Hook, close_async_sessions
+from airflow_provider_batches.models import Batch, BatchStatus
+from airflow_provider_batches.outcome import check_batch_outcome
+from airflow_provider_batches.triggers.mka1 import BatchPoller, MKA1BatchTrigger, batch_from_event
+from tests.conftest import API_KEY, connection_json
+from tests.triggers.helpers import run_trigger, submit_batch, wait_for
+
+BATCHES = "/api/v1/llm/batches/*"
+FAST = {"poll_interval": 0.05, "max_poll_interval": 0.3}
+
+
+def rebuild(trigger: BaseTrigger) -> BaseTrigger:
+    """What the triggerer does: import the class path and call it with the serialized kwargs."""
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+
+
+def start_like_triggerer(trigger: BaseTrigger) -> asyncio.Task:
+    """Run ``trigger`` as the triggerer does: on Airflow 3.3+ through its real ``run_trigger``."""
+    if AIRFLOW_V_3_3_PLUS:
+        from airflow.jobs.triggerer_job_runner import TriggerRunner
+
+        runner = TriggerRunner()
+        runner.triggers[1] = {"task": None, "name": "mka1-test", "events": 0, "is_watcher": False}  # type: ignore[typeddict-item]
+        task = asyncio.create_task(runner.run_trigger(1, trigger))
+        runner.triggers[1]["task"] = task
+        return task
+
+    async def consume() -> None:
+        async for _ in trigger.run():
+            pass
+
+    return asyncio.create_task(consume())
+
+
+async def stop(task: asyncio.Task, *, user_action: bool) -> None:
+    """Cancel a running trigger: by a user's action on the task, or by a triggerer shutdown."""
+    message = None
+    if user_action:
+        from airflow.jobs.triggerer_job_runner import _USER_ACTION_CANCEL_MSG
+
+        message = _USER_ACTION_CANCEL_MSG
+    task.cancel(message)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await close_async_sessions()
+
+
+async def polled(emulator, at_least: int = 1, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while emulator.calls(method="GET", path=BATCHES) < at_least:
+        assert time.monotonic() < deadline, "the trigger never polled"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def no_retry_conn(emulator, monkeypatch) -> str:
+    """A connection whose hook does not retry by itself, so that every 503 reaches the trigger."""
+    monkeypatch.setenv("AIRFLOW_CONN_MKA1_NO_RETRY", connection_json(emulator.base_url, max_retries=0))
+    return "mka1_no_retry"
+
+
+# -- serialize ------------------------------------------------------------------------------------
+
+
+def test_serialize_round_trip_carries_the_conn_id_not_the_key(mka1_conn) -> None:
+    trigger = MKA1BatchTrigger(
+        batch_id="batch_abc",
+        mka1_conn_id=mka1_conn,
+        on_behalf_of="user-42",
+        poll_interval=5,
+        max_poll_interval=120,
+        deadline=1_900_000_000.5,
+        error_budget=3,
+        cancel_on_kill=False,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_batches.triggers.mka1.MKA1BatchTrigger"
+    assert kwargs == {
+        "batch_id": "batch_abc",
+        "mka1_conn_id": "mka1_default",
+        "on_behalf_of": "user-42",
+        "poll_interval": 5,
+        "max_poll_interval": 120,
+        "deadline": 1_900_000_000.5,
+        "error_budget": 3,
+        "cancel_on_kill": False,
+    }
+    assert rebuild(trigger).serialize() == (classpath, kwargs)
+    assert API_KEY not in json.dumps(kwargs) + repr(trigger)
+
+
+async def test_rebuilt_trigger_runs_to_one_success_event_with_the_final_batch(mka1_conn, tmp_path) -> None:
+    batch = submit_batch(tmp_path, 20, fail=[3])
+    trigger = rebuild(MKA1BatchTrigger(batch_id=batch.id, **FAST))
+
+    events = await run_trigger(trigger)
+
+    assert len(events) == 1
+    payload = events[0].payload
+    assert payload["status"] == "success"
+    assert payload["batch_id"] == batch.id
+    final = Batch.model_validate(payload["batch"])
+    assert final.status == BatchStatus.COMPLETED
+    assert final.output_file_id and final.error_file_id
+    assert final.request_counts.model_dump() == {"total": 20, "completed": 19, "failed": 1}
+    assert json.loads(json.dumps(payload)) == payload
+
+
+async def test_a_failed_batch_ends_with_a_terminal_event(mka1_conn, tmp_path) -> None:
+    batch = submit_batch(tmp_path, 4, invalid=[2])
+
+    (event,) = await run_trigger(MKA1BatchTrigger(batch_id=batch.id, **FAST))
+
+    assert event.payload["status"] == "terminal"
+    assert event.payload["batch"]["status"] == "failed"
+    with pytest.raises(MKA1BatchFailedError, match="line 3"):
+        check_batch_outcome(batch_from_event(event.payload))
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+async def test_survives_a_run_of_503s(emulator, no_retry_conn, tmp_path) -> None:
+    batch = submit_batch(tmp_path, 5, conn_id=no_retry_conn)
+    emulator.add_fault(method="GET", path=BATCHES, kind="status", status=503, count=5)
+    trigger = MKA1BatchTrigger(
+        batch_id=batch.id,
+        mka1_conn_id=no_retry_conn,
+        poll_interval=0.02,
+        max_poll_interval=0.1,
+        error_budget=5,
+    )
+
+    (event,) = await run_trigger(trigger)
+
+    assert event.payload["status"] == "success", event.payload
+    assert emulator.calls(method="GET", path=BATCHES) >= 6
+
+
+async def test_gives_up_once_the_error_budget_is_spent(emulator, no_retry_conn, tmp_path) -> None:
+    batch = submit_batch(tmp_path, 5, conn_id=no_retry_conn)
+    emulator.add_fault(method="GET", path=BATCHES, kind="status", status=503, count=5)
+    trigger = MKA1BatchTrigger(
+        batch_id=batch.id,
+        mka1_conn_id=no_retry_conn,
+        poll_interval=0.02,
+        max_poll_interval=0.1,
+        error_budget=2,
+    )
+
+    (event,) = await run_trigger(trigger)
+
+    assert event.payload["status"] == "error"
+    assert "3 consecutive transient errors" in event.payload["message"]
+    assert event.payload["error"]["status_code"] == 503
+    assert emulator.calls(method="GET", path=BATCHES) == 3
+
+
+async def test_stops_at_once_on_401(emulator, monkeypatch) -> None:
+    bad_key = connection_json(emulator.base_url, api_key="wrong-key-0000")
+    monkeypatch.setenv("AIRFLOW_CONN_MKA1_BAD_KEY", bad_key)
+    trigger = MKA1BatchTrigger(batch_id="batch_anything", mka1_conn_id="mka1_bad_key", **FAST)
+
+    started = time.monotonic()
+    (event,) = await run_trigger(trigger)
+
+    assert time.monotonic() - started < 2
+    payload = event.payload
+    assert payload["status"] == "error"
+    assert payload["batch"] is None
+    assert payload["error"]["type"] == "MKA1AuthenticationError"
+    assert payload["error"]["status_code"] == 401
+    assert payload["error"]["request_id"]
+    assert "401" in payload["message"] and payload["error"]["request_id"] in payload["message"]
+    assert "wrong-key-0000" not in json.dumps(payload)
+    assert emulator.calls(method="GET", path=BATCHES) == 1
+
+
+async def test_stops_at_once_on_404(emulator, mka1_conn) -> None:
+    (event,) = await run_trigger(MKA1BatchTrigger(batch_id="batch_doesnotexist", **FAST))
+
+    assert event.payload["status"] == "error"
+    assert event.payload["error"]["status_code"] == 404
+    assert emulator.calls(method="GET", path=BATCHES) == 1
+
+
+# -- deadline, restart, kill ----------------------------------------------------------------------
+
+
+async def test_deadline_holds_across_a_triggerer_restart(emulator, mka1_conn, tmp_path) -> None:
+    batch = submit_batch(tmp_path, 2000)  # about 10 s of work at the emulator's speed
+    deadline = time.time() + 1.0
+    first = MKA1BatchTrigger(batch_id=batch.id, deadline=deadline, **FAST)
+
+    running = start_like_triggerer(first)
+    await polled(emulator, at_least=2)
+    await stop(running, user_action=False)  # the triggerer shuts down...
+    await asyncio.sleep(0.3)  # ...and another one picks the trigger up a little later
+    restarted_at = time.time()
+    (event,) = await run_trigger(rebuild(first))
+    ended = time.time()
+
+    assert event.payload["status"] == "timeout"
+    assert event.payload["batch"]["status"] == "in_progress"
+    # The original deadline, not one second after the restart.
+    assert deadline <= ended < deadline + 0.35
+    assert ended - restarted_at < 0.9
+    # A shutdown is not a kill: the batch goes on.
+    assert MKA1Hook().get_batch(batch.id).status == BatchStatus.IN_PROGRESS
+    MKA1Hook().cancel_batch(batch.id)
+
+
+async def test_a_deadline_already_passed_still_polls_once(emulator, mka1_conn, tmp_path) -> None:
+    batch = wait_for(submit_batch(tmp_path, 2).id)
+    trigger = MKA1BatchTrigger(batch_id=batch.id, deadline=time.time() - 60, **FAST)
+
+    (event,) = await run_trigger(trigger)
+
+    assert event.payload["status"] == "success"
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the triggerer calls on_kill from Airflow 3.3")
+@pytest.mark.parametrize("cancel_on_kill", [True, False])
+async def test_user_killing_the_deferred_task_cancels_the_batch(
+    emulator, mka1_conn, tmp_path, cancel_on_kill
+) -> None:
+    batch = submit_batch(tmp_path, 2000)
+    trigger = MKA1BatchTrigger(batch_id=batch.id, cancel_on_kill=cancel_on_kill, **FAST)
+
+    running = start_like_triggerer(trigger)
+    await polled(emulator, at_least=2)
+    await stop(running, user_action=True)
+
+    status = MKA1Hook().get_batch(batch.id).status
+    cancels = emulator.calls(method="POST", path="/api/v1/llm/batches/*/cancel")
+    if cancel_on_kill:
+        assert status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
+        assert cancels == 1
+    else:
+        assert status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+        assert cancels == 0
+        MKA1Hook().cancel_batch(batch.id)
+
+
+async def test_on_kill_cancels_the_batch(emulator, mka1_conn, tmp_path) -> None:
+    """The hook itself, as any Airflow that calls it would: the batch is cancelled, without blocking."""
+    batch = submit_batch(tmp_path, 2000)
+    trigger = MKA1BatchTrigger(batch_id=batch.id, **FAST)
+    try:
+        await trigger.on_kill()
+    finally:
+        await close_async_sessions()
+    assert wait_for(batch.id).status == BatchStatus.CANCELLED
+
+
+# -- the event loop -------------------------------------------------------------------------------
+
+
+async def test_polling_a_slow_api_never_blocks_the_event_loop(emulator, mka1_conn, tmp_path) -> None:
+    batch = submit_batch(tmp_path, 200)  # about 1.4 s: several polls of 0.3 s each
+    emulator.set_latency(0.3)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    stalls: list[float] = []
+
+    async def ticker() -> None:
+        while not done.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            stalls.append(loop.time() - before - 0.005)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        (event,) = await run_trigger(MKA1BatchTrigger(batch_id=batch.id, **FAST))
+    finally:
+        done.set()
+        await ticking
+
+    assert event.payload["status"] == "success"
+    assert emulator.calls(method="GET", path=BATCHES) >= 3
+    worst = max(stalls)
+    print(f"worst event-loop stall over {len(stalls)} ticks: {worst * 1000:.1f} ms")
+    assert worst < 0.05
+
+
+# -- the polling policy ---------------------------------------------------------------------------
+
+
+def _batch(status: str, total: int = 0, completed: int = 0, failed: int = 0) -> Batch:
+    return Batch.model_validate(
+        {
+            "id": "batch_x",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-x",
+            "completion_window": "24h",
+            "status": status,
+            "created_at": 0,
+            "request_counts": {"total": total, "completed": completed, "failed": failed},
+        }
+    )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_poller_polls_often_while_validating_and_stretches_with_progress() -> None:
+    clock = FakeClock()
+    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
+
+    poller.observe(_batch("validating"))
+    assert 5 <= poller.next_sleep() <= 5.5
+    poller.observe(_batch("in_progress", 1000, 0))  # first sight of progress: the anchor
+    assert 5 <= poller.next_sleep() <= 5.5
+    clock.now += 10
+    poller.observe(_batch("in_progress", 1000, 90, 10))  # 10 lines/s: 90 s left, poll in about 45
+    assert 40.5 <= poller.next_sleep() <= 49.5
+    clock.now += 45
+    poller.observe(_batch("in_progress", 1000, 540, 10))  # still 10 lines/s: 45 s left, poll in about 22
+    assert 20 <= poller.next_sleep() <= 25
+    poller.observe(_batch("finalizing", 1000, 990, 10))
+    assert 5 <= poller.next_sleep() <= 5.5
+
+
+def test_poller_doubles_toward_the_maximum_while_nothing_moves() -> None:
+    clock = FakeClock()
+    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=30, clock=clock)
+    poller.observe(_batch("in_progress", 1000, 0))
+    sleeps = []
+    for _ in range(5):
+        clock.now += 10
+        poller.observe(_batch("in_progress", 1000, 0))
+        sleeps.append(poller.next_sleep())
+    assert 9 <= sleeps[0] <= 11
+    assert 18 <= sleeps[1] <= 22
+    assert all(27 <= s <= 30 for s in sleeps[2:])
+
+
+def test_poller_jitters_within_bounds_and_never_sleeps_past_the_deadline() -> None:
+    clock = FakeClock()
+    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
+    poller.observe(_batch("in_progress", 1000, 0))
+    clock.now += 10
+    poller.observe(_batch("in_progress", 1000, 100))
+    sleeps = {round(poller.next_sleep(), 3) for _ in range(200)}
+    assert len(sleeps) > 50 and min(sleeps) >= 40.5 and max(sleeps) <= 49.5
+
+    poller.deadline = clock.now + 3
+    assert poller.next_sleep() == 3
+    clock.now += 3
+    assert poller.next_sleep() is None
+
+
+def test_poller_error_budget_counts_consecutive_transient_errors_only() -> None:
+    poller = BatchPoller("batch_x", poll_interval=1, max_poll_interval=10, error_budget=2)
+    transient = MKA1ServerError(503, "try later", method="GET", path="/batches/batch_x", request_id="r1")
+
+    assert poller.observe_error(transient) and poller.observe_error(transient)
+    poller.observe(_batch("in_progress", 10, 1))  # a good poll resets the count
+    assert poller.observe_error(transient) and poller.observe_error(transient)
+    assert 1.8 <= poller.next_sleep() <= 2.2  # backs off after errors
+    assert not poller.observe_error(transient)
+
+    fresh = BatchPoller("batch_x", poll_interval=1, error_budget=10)
+    assert not fresh.observe_error(MKA1AuthenticationError(401, "bad key", request_id="r2"))
