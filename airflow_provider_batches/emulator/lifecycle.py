@@ -269,7 +269,7 @@ class Engine:
             metadata=metadata,
             max_concurrency=max_concurrency,
             created_at=now,
-            expires_at=int(now) + window_seconds,
+            expires_at=now + window_seconds,
             validation_seconds=validation_seconds,
             lines_per_second=lines_per_second,
             finalizing_seconds=finalizing_seconds,

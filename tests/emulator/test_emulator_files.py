@@ -44,7 +44,9 @@ def test_upload_get_and_content(api: Client) -> None:
         ("UPPER.JSONL", "application/octet-stream", "application/jsonl"),
     ],
 )
-def test_content_type_follows_the_upload(api: Client, filename: str, part_type: str | None, expected: str) -> None:
+def test_content_type_follows_the_upload(
+    api: Client, filename: str, part_type: str | None, expected: str
+) -> None:
     part = (filename, b"abc") if part_type is None else (filename, b"abc", part_type)
     r = api.post("/files", files={"file": part}, data={"purpose": "user_data"})
     assert r.status_code == 200, r.text
@@ -97,20 +99,27 @@ def test_upload_validation(api: Client, files: dict, data: dict, param: str) -> 
 
 def test_upload_needs_a_multipart_body(api: Client) -> None:
     assert_error(api.post("/files", json={"file": "x", "purpose": "batch"}), 400)
-    r = api.post("/files", data=b"--nope\r\ngarbage", headers={"Content-Type": "multipart/form-data; boundary=b"})
+    r = api.post(
+        "/files", data=b"--nope\r\ngarbage", headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
     assert_error(r, 400)
 
 
 def test_list_orders_pages_and_filters(emu, api: Client) -> None:
     owner = Client(emu, KEY, on_behalf_of="list-owner")
-    ids = [owner.upload(jsonl(1), f"f{i}.jsonl", purpose="batch" if i % 2 else "evals")["id"] for i in range(5)]
+    ids = [
+        owner.upload(jsonl(1), f"f{i}.jsonl", purpose="batch" if i % 2 else "evals")["id"] for i in range(5)
+    ]
 
     listed = owner.get("/files").json()
     assert listed["object"] == "list"
     assert [f["id"] for f in listed["data"]] == ids[::-1]
     assert (listed["first_id"], listed["last_id"], listed["has_more"]) == (ids[-1], ids[0], False)
     assert [f["id"] for f in owner.get("/files", params={"order": "asc"}).json()["data"]] == ids
-    assert [f["id"] for f in owner.get("/files", params={"purpose": "batch"}).json()["data"]] == [ids[3], ids[1]]
+    assert [f["id"] for f in owner.get("/files", params={"purpose": "batch"}).json()["data"]] == [
+        ids[3],
+        ids[1],
+    ]
 
     seen, after = [], None
     while True:
@@ -154,11 +163,21 @@ def test_delete(api: Client) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {KEY}"}, {"Authorization": "Bearer"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong-key"},
+        {"Authorization": f"Basic {KEY}"},
+        {"Authorization": "Bearer"},
+    ],
     ids=["missing", "unknown-key", "wrong-scheme", "empty"],
 )
 def test_auth(emu, headers: dict) -> None:
-    for method, path in (("GET", "/files"), ("GET", "/batches"), ("POST", "/batches"), ("GET", "/files/file-x")):
+    for method, path in (
+        ("GET", "/files"),
+        ("GET", "/batches"),
+        ("POST", "/batches"),
+        ("GET", "/files/file-x"),
+    ):
         assert_error(requests.request(method, emu.api_url + path, headers=headers, timeout=10), 401)
 
 
