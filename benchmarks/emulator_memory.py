@@ -4,7 +4,7 @@ Runs the emulator CLI as a subprocess, uploads generated JSONL (streamed, chunke
 never holds the file either), downloads its content to nowhere, and reads the emulator's VmHWM (peak RSS)
 from /proc. Linux only.
 
-    python benchmarks/emulator_memory.py [--size-mib 1024] [--limit-mb 150]
+    python benchmarks/emulator_memory.py [--size-mib 1024] [--limit-mib 150]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _multipart(size: int) -> Iterator[bytes]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--limit-mb", type=float, default=150.0)
+    parser.add_argument("--limit-mib", type=float, default=150.0)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mka1-emulator-memory-") as data_dir:
@@ -125,10 +125,10 @@ def main() -> int:
     print(f"upload:   {upload_s:6.1f} s ({mib / upload_s:.0f} MiB/s)")
     print(f"download: {download_s:6.1f} s ({mib / download_s:.0f} MiB/s)")
     print(
-        f"emulator peak RSS (VmHWM): idle {idle / 1024:.1f} MB, after upload {after_upload / 1024:.1f} MB, "
+        f"emulator peak RSS (VmHWM): idle {idle / 1024:.1f} MiB, after upload {after_upload / 1024:.1f} MiB"
     )
-    print(f"after serving the content {peak / 1024:.1f} MB (limit {args.limit_mb:.0f} MB)")
-    ok = peak / 1024 < args.limit_mb
+    print(f"emulator peak RSS (VmHWM) after serving it: {peak / 1024:.1f} MiB (limit {args.limit_mib:.0f})")
+    ok = peak / 1024 < args.limit_mib
     print("OK" if ok else "OVER THE LIMIT")
     return 0 if ok else 1
 
