@@ -8,6 +8,7 @@ and the handlers of :class:`~airflow_provider_batches.triggers.mka1.MKA1BatchTri
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 
 from airflow_provider_batches.exceptions import (
     MKA1BatchCancelledError,
@@ -59,10 +60,12 @@ def check_batch_outcome(batch: Batch, max_failed_ratio: float = 0.0) -> bool:
     counts = batch.request_counts
     if status == BatchStatus.COMPLETED:
         if counts.failed:
-            failed_share = counts.failed / counts.total if counts.total else 1.0
-            failed = f"{counts.failed} of {counts.total} requests failed ({failed_share:.2%})"
+            # Exact arithmetic: counts are ints of any size, and a float division could overflow.
+            failed_share = Fraction(counts.failed, counts.total) if counts.total > 0 else Fraction(1)
+            shown = f"{float(failed_share):.2%}" if abs(failed_share) <= 1 else "more than 100%"
+            failed = f"{counts.failed} of {counts.total} requests failed ({shown})"
             where = f"the failed lines are in error file {batch.error_file_id or '(none reported)'}"
-            if failed_share > ratio:
+            if failed_share > Fraction(ratio):
                 raise MKA1BatchPartialFailureError(
                     f"Batch {batch.id} completed but {failed}, over max_failed_ratio={ratio:g}; {where}.",
                     batch=batch,

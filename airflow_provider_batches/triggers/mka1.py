@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -119,7 +120,8 @@ class BatchPoller:
             self.error_budget,
             exc,
         )
-        self._interval = min(self.poll_interval * 2 ** (self.consecutive_errors - 1), self.max_poll_interval)
+        backoff = self.poll_interval * 2 ** min(self.consecutive_errors - 1, 32)
+        self._interval = min(backoff, self.max_poll_interval)
         return True
 
     def next_sleep(self) -> float | None:
@@ -151,9 +153,11 @@ class BatchPoller:
         anchor_time, anchor_done = self._progress_anchor
         if done <= anchor_done or now <= anchor_time or counts.total <= 0:
             return self._clamp(self._interval * 2)
-        rate = (done - anchor_done) / (now - anchor_time)
-        remaining = max(counts.total - done, 0) / rate
-        return self._clamp(remaining / 2)
+        # Half the remaining time at the rate seen since the anchor; exact arithmetic, since counts are
+        # ints of any size and a float division could overflow.
+        half_remaining = Fraction(max(counts.total - done, 0)) * Fraction(now - anchor_time)
+        half_remaining /= 2 * (done - anchor_done)
+        return self._clamp(float(min(half_remaining, Fraction(self.max_poll_interval))))
 
     def _clamp(self, seconds: float) -> float:
         return min(max(seconds, self.poll_interval), self.max_poll_interval)
