@@ -16,9 +16,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ADMIN_PREFIX = "/_emulator"
 FAULT_KINDS = ("status", "stall", "drop", "truncate")

@@ -350,3 +350,26 @@ def test_deleting_the_input_does_not_disturb_a_running_batch(api: Client) -> Non
     assert api.delete(f"/files/{f['id']}").status_code == 200
     done = api.wait(b["id"])
     assert done["status"] == "completed" and done["request_counts"]["completed"] == 50
+
+
+def test_inputs_over_a_mib_are_handled_in_a_thread_just_the_same() -> None:
+    from airflow_provider_batches.emulator import run_emulator
+    from airflow_provider_batches.emulator.lifecycle import INLINE_BYTES
+
+    pad = "p" * 600
+    lines = [
+        _line(f"big-{i}", body={"model": "m", "pad": pad, "emulator_fail": i % 1000 == 0})
+        for i in range(3000)
+    ]
+    good = ("\n".join(lines) + "\n").encode()
+    assert len(good) > INLINE_BYTES
+    timings = {"validation_seconds": 0.1, "lines_per_second": 100000.0, "finalizing_seconds": 0.1}
+    with run_emulator(api_keys=("big-key",), **timings) as emu:
+        api = Client(emu, "big-key")
+        ok, bad = api.submit(good), api.submit(good + b"{broken\n")
+        done = api.wait(ok["id"])
+        assert done["request_counts"] == {"total": 3000, "completed": 2997, "failed": 3}
+        assert len(read_jsonl(api.content(done["output_file_id"]))) == 2997
+        failed = api.wait(bad["id"])
+        assert failed["status"] == "failed"
+        assert [(e["code"], e["line"]) for e in failed["errors"]["data"]] == [("invalid_json_line", 3001)]
