@@ -9,6 +9,7 @@ both paths call the same functions and the rules are tested once.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import html
 import ipaddress
@@ -422,6 +423,8 @@ def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> 
         raise _bad(conn_id, f"extra scheme must be 'http' or 'https', got {_shown(scheme)}.")
     if "://" not in raw:
         # The URI form (mka1://:KEY@host:port) yields a host without a scheme.
+        with contextlib.suppress(ValueError):
+            raw = f"[{raw}]" if ipaddress.ip_address(raw).version == 6 else raw
         hostname = urlsplit(f"//{raw}").hostname or ""
         default = "http" if is_loopback(hostname) else "https"
         raw = f"{str(scheme).lower() if scheme else default}://{raw}"

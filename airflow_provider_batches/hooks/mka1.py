@@ -45,6 +45,7 @@ from airflow_provider_batches._http import (
     validate_on_behalf_of,
 )
 from airflow_provider_batches.exceptions import (
+    MKA1BadRequestError,
     MKA1ConnectionError,
     MKA1Error,
     MKA1InvalidInputError,
@@ -60,6 +61,7 @@ from airflow_provider_batches.models import (
     NO_REATTACH_STATUSES,
     Batch,
     BatchPage,
+    BatchStatus,
     DownloadResult,
     FileDeleted,
     FileObject,
@@ -78,6 +80,7 @@ REATTACH_MAX_AGE = 25 * 3600
 REATTACH_MAX_PAGES = 10
 """How many pages of 100 batches ``find_batch`` reads at most."""
 _ERROR_BODY_LIMIT = 64 * 1024
+_CANCELLED = frozenset({BatchStatus.CANCELLING, BatchStatus.CANCELLED})
 _PURPOSE = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 
 
@@ -698,12 +701,20 @@ class MKA1Hook(BaseHook):
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """
-        Cancel a batch; it becomes ``cancelling``, then ``cancelled``.
+        Cancel a batch; it becomes ``cancelling``, then ``cancelled``. A batch already cancelling or
+        cancelled is returned as it is.
 
         :param batch_id: the batch's id.
         """
         path = api_path("batches", validate_id(batch_id, "batch id"), "cancel")
-        return self._get_model(Batch, "POST", path)
+        try:
+            return self._get_model(Batch, "POST", path)
+        except MKA1BadRequestError:
+            # A retried cancel (or a second one) finds the batch already on its way: that is success.
+            batch = self.get_batch(batch_id)
+            if batch.status not in _CANCELLED:
+                raise
+            return batch
 
     # -- files -------------------------------------------------------------------------------------
 
@@ -967,7 +978,13 @@ class MKA1Hook(BaseHook):
         :param batch_id: the batch's id.
         """
         path = api_path("batches", validate_id(batch_id, "batch id"), "cancel")
-        return await self._acall(Batch, "POST", path)
+        try:
+            return await self._acall(Batch, "POST", path)
+        except MKA1BadRequestError:
+            batch = await self.aget_batch(batch_id)
+            if batch.status not in _CANCELLED:
+                raise
+            return batch
 
     async def aclose(self) -> None:
         """
