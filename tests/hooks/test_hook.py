@@ -1,0 +1,224 @@
+"""Every MKA1Hook method against the emulator, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_batches.exceptions import (
+    MKA1BadRequestError,
+    MKA1InvalidInputError,
+    MKA1InvalidResponseError,
+    MKA1NotFoundError,
+)
+from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
+from airflow_provider_batches.models import Batch, BatchStatus, FileObject
+from tests.conftest import connection_json
+from tests.hooks.conftest import API, wait_terminal, write_jsonl
+
+
+def test_class_attributes_and_form() -> None:
+    assert (MKA1Hook.conn_name_attr, MKA1Hook.default_conn_name) == ("mka1_conn_id", "mka1_default")
+    assert (MKA1Hook.conn_type, MKA1Hook.hook_name) == ("mka1", "MKA1")
+    behaviour = MKA1Hook.get_ui_field_behaviour()
+    assert behaviour["hidden_fields"] == ["schema", "port", "login", "extra"]
+    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
+
+
+def test_connection_form_widgets() -> None:
+    pytest.importorskip("wtforms")  # Airflow 2.11 to 3.1 build the form from these; 3.2+ does not need them
+    pytest.importorskip("flask_appbuilder")
+    widgets = MKA1Hook.get_connection_form_widgets()
+    assert set(widgets) == {"on_behalf_of", "base_path", "timeout", "max_retries", "verify"}
+    assert {name: w.field_class.__name__ for name, w in widgets.items()} == {
+        "on_behalf_of": "StringField",
+        "base_path": "StringField",
+        "timeout": "StringField",
+        "max_retries": "IntegerField",
+        "verify": "BooleanField",
+    }
+
+
+def test_upload_get_list_delete_file(hook: MKA1Hook, input_file: Path, emulator) -> None:
+    file = hook.upload_file(input_file, filename="my input.jsonl")
+    assert (file.bytes, file.purpose, file.filename) == (input_file.stat().st_size, "batch", "my input.jsonl")
+    assert hook.get_file(file.id) == file
+    assert [f.id for f in hook.list_files()] == [file.id]
+    assert [f.id for f in hook.list_files(purpose="batch", order="asc")] == [file.id]
+    assert list(hook.list_files(purpose="evals")) == []
+    deleted = hook.delete_file(file.id)
+    assert (deleted.id, deleted.deleted) == (file.id, True)
+    with pytest.raises(MKA1NotFoundError):
+        hook.get_file(file.id)
+
+
+def test_upload_from_object_storage_and_download_there(hook: MKA1Hook, input_file: Path, memory_fs) -> None:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    source = ObjectStoragePath("memory://bucket/in/requests.jsonl")
+    source.write_bytes(input_file.read_bytes())
+    file = hook.upload_file(source)
+    assert (file.filename, file.bytes) == ("requests.jsonl", input_file.stat().st_size)
+    target = ObjectStoragePath("memory://bucket/out/copy.jsonl")
+    result = hook.download_file(file.id, target)
+    assert target.read_bytes() == input_file.read_bytes()
+    assert (result.path, result.bytes, result.lines) == (str(target), file.bytes, 5)
+    assert [p.name for p in target.parent.iterdir()] == ["copy.jsonl"]
+    local = ObjectStoragePath(f"file://{input_file}")
+    assert hook.upload_file(local).bytes == file.bytes
+
+
+def test_create_get_wait_results(hook: MKA1Hook, uploaded: FileObject, tmp_path: Path) -> None:
+    batch = hook.create_batch(
+        uploaded.id, "/v1/chat/completions", metadata={"team": "eval"}, max_concurrency=4
+    )
+    assert batch.status == BatchStatus.VALIDATING
+    assert batch.metadata == {"team": "eval"} and batch.max_concurrency == 4
+    assert hook.get_batch(batch.id).id == batch.id
+    done = wait_terminal(hook, batch.id)
+    assert done.status == BatchStatus.COMPLETED and done.is_success
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (5, 4, 1)
+    assert done.output_file_id and done.error_file_id
+
+    results = list(hook.iter_results(done.output_file_id))
+    assert sorted(r.custom_id for r in results) == ["req-0", "req-1", "req-2", "req-4"]
+    assert all(r.ok and r.response is not None and r.response.status_code == 200 for r in results)
+    errors = list(hook.iter_results(done.error_file_id))
+    assert [(r.custom_id, r.ok, r.response) for r in errors] == [("req-3", False, None)]
+    assert errors[0].error is not None and errors[0].error.code
+
+    result = hook.download_file(done.output_file_id, tmp_path / "out" / "results.jsonl")
+    path = Path(result.path)
+    assert path == tmp_path / "out" / "results.jsonl"
+    assert (result.bytes, result.lines) == (path.stat().st_size, 4)
+    assert [json.loads(line)["custom_id"] for line in path.read_text().splitlines()] == [
+        r.custom_id for r in results
+    ]
+    into_dir = hook.download_file(done.error_file_id, tmp_path / "out")
+    assert Path(into_dir.path).parent == tmp_path / "out" and into_dir.lines == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["results.jsonl", Path(into_dir.path).name]
+    )
+
+
+def test_iter_results_skips_blank_lines_and_names_a_bad_line(hook: MKA1Hook, tmp_path: Path) -> None:
+    good = {"custom_id": "a", "response": {"status_code": 200, "request_id": "r", "body": {}}, "error": None}
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(good) + "\n\n   \n" + json.dumps({**good, "custom_id": "b"}) + "\n{oops\n")
+    file = hook.upload_file(path, purpose="user_data")
+    seen = []
+    with pytest.raises(MKA1InvalidResponseError) as info:
+        for line in hook.iter_results(file.id):
+            seen.append(line.custom_id)
+    assert seen == ["a", "b"]
+    assert f"line 5 of file {file.id} is not a result line" in str(info.value)
+
+
+def test_cancel_batch(hook: MKA1Hook, uploaded: FileObject) -> None:
+    batch = hook.create_batch(uploaded.id, "/v1/chat/completions")
+    cancelled = hook.cancel_batch(batch.id)
+    assert cancelled.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
+    # Cancelling again (e.g. a retried cancel) returns the batch rather than failing.
+    assert hook.cancel_batch(batch.id).id == batch.id
+    done = wait_terminal(hook, batch.id)
+    assert done.status == BatchStatus.CANCELLED
+    finished = wait_terminal(hook, hook.create_batch(uploaded.id, "/v1/chat/completions").id)
+    with pytest.raises(MKA1BadRequestError, match="Cannot cancel a batch with status 'completed'"):
+        hook.cancel_batch(finished.id)
+
+
+def test_pagination_follows_every_page(
+    hook: MKA1Hook, uploaded: FileObject, tmp_path: Path, emulator
+) -> None:
+    created = [hook.create_batch(uploaded.id, "/v1/chat/completions").id for _ in range(5)]
+    emulator.reset_calls()
+    listed = [b.id for b in hook.list_batches(page_size=2)]
+    assert listed == created[::-1]  # newest first, each once
+    assert emulator.calls("GET", f"{API}/batches") == math.ceil(5 / 2)
+    files = [uploaded.id] + [hook.upload_file(write_jsonl(tmp_path / f"f{i}.jsonl", 1)).id for i in range(4)]
+    emulator.reset_calls()
+    # purpose="batch": the batches above may have written their output files by now.
+    assert [f.id for f in hook.list_files(purpose="batch", page_size=2)] == files[::-1]
+    assert emulator.calls("GET", f"{API}/files") == 3
+    with pytest.raises(MKA1InvalidInputError):
+        list(hook.list_batches(page_size=101))
+    with pytest.raises(MKA1InvalidInputError):
+        list(hook.list_files(page_size=0))
+
+
+def test_test_connection(hook: MKA1Hook, emulator, monkeypatch) -> None:
+    emulator.reset_calls()
+    ok, message = hook.test_connection()
+    assert ok and emulator.base_url in message
+    assert emulator.calls() == 1 and emulator.calls("GET", f"{API}/batches") == 1
+    monkeypatch.setenv("AIRFLOW_CONN_MKA1_BAD", connection_json(emulator.base_url, api_key="wrong-key-0000"))
+    ok, message = MKA1Hook("mka1_bad").test_connection()
+    assert not ok and "401" in message and "wrong-key-0000" not in message
+    monkeypatch.setenv("AIRFLOW_CONN_MKA1_NOKEY", connection_json(emulator.base_url, api_key=""))
+    assert MKA1Hook("mka1_nokey").test_connection() == (
+        False,
+        "MKA1 connection 'mka1_nokey': no API key: set its password.",
+    )
+    assert emulator.calls("POST") == 0
+
+
+def test_uri_form_connection(emulator, monkeypatch) -> None:
+    from tests.conftest import API_KEY
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MKA1_URI", f"mka1://:{API_KEY}@127.0.0.1:{emulator.port}?timeout=5&max_retries=1"
+    )
+    hook = MKA1Hook("mka1_uri")
+    assert hook.test_connection()[0]
+    assert (hook.settings.base_url, hook.settings.timeout, hook.settings.retry.max_retries) == (
+        emulator.base_url,
+        5.0,
+        1,
+    )
+
+
+def test_on_behalf_of_isolates_resources(make_hook, uploaded: FileObject) -> None:
+    other = make_hook(on_behalf_of="somebody-else")
+    with pytest.raises(MKA1NotFoundError):
+        other.get_file(uploaded.id)
+
+
+def test_idempotency_key_for() -> None:
+    class TI:
+        dag_id, task_id, run_id, map_index = "dag", "submit", "manual__1", -1
+
+    key = idempotency_key_for({"ti": TI(), "run_id": "manual__1"})
+    assert key.startswith("af-") and len(key) == 35
+    assert key == idempotency_key_for({"ti": TI()})
+    mapped = TI()
+    mapped.map_index = 2
+    assert idempotency_key_for({"ti": mapped}) != key
+    with pytest.raises(MKA1InvalidInputError):
+        idempotency_key_for({})
+
+
+def test_create_batch_checks_its_arguments(hook: MKA1Hook, emulator) -> None:
+    emulator.reset_calls()
+    for kwargs in (
+        {"input_file_id": "../x", "endpoint": "/v1/embeddings"},
+        {"input_file_id": "file-1", "endpoint": "v1/embeddings"},
+        {"input_file_id": "file-1", "endpoint": "/v1/embeddings", "metadata": {"a": 1}},
+        {"input_file_id": "file-1", "endpoint": "/v1/embeddings", "max_concurrency": 0},
+        {"input_file_id": "file-1", "endpoint": "/v1/embeddings", "completion_window": ""},
+        {"input_file_id": "file-1", "endpoint": "/v1/embeddings", "idempotency_key": "a\nb"},
+    ):
+        with pytest.raises(MKA1InvalidInputError):
+            hook.create_batch(**kwargs)  # type: ignore[arg-type]
+    assert emulator.calls() == 0
+
+
+def test_batch_of_another_end_user_reads_as_not_found(
+    make_hook, hook: MKA1Hook, uploaded: FileObject
+) -> None:
+    batch: Batch = hook.create_batch(uploaded.id, "/v1/embeddings")
+    with pytest.raises(MKA1NotFoundError) as info:
+        make_hook(on_behalf_of="another-user").get_batch(batch.id)
+    assert info.value.request_id and "404 Not Found" in str(info.value)
