@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,17 +89,21 @@ class RecordingTaskInstance:
         self.map_index = map_index
         self.try_number = 1
         self.xcoms: dict[str, Any] = {}
+        self.pushed: list[str] = []
 
     def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
         json.dumps(value)  # what Airflow would store must be JSON
         self.xcoms[key] = value
+        self.pushed.append(key)
 
     def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **kwargs: Any) -> Any:
         return self.xcoms.get(key)
 
 
 def make_context(
-    task_id: str = "batch", *, dag_id: str = "mka1_tests", run_id: str = "manual__1", map_index: int = -1
+    task_id: str = "batch", *, dag_id: str = "mka1_tests", run_id: str | None = None, map_index: int = -1
 ) -> dict[str, Any]:
+    """A task context; a new DAG run each time unless ``run_id`` is given (tries of one task share it)."""
+    run_id = run_id or f"manual__{uuid.uuid4().hex}"
     ti = RecordingTaskInstance(dag_id, run_id, task_id, map_index)
     return {"ti": ti, "task_instance": ti, "run_id": run_id}

@@ -1,0 +1,323 @@
+"""Submit or attach to an MKA1 batch and wait for it; download a file: the MKA1 operators."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
+
+from airflow_provider_batches.exceptions import MKA1Error, MKA1InvalidInputError
+from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
+from airflow_provider_batches.models import NO_REATTACH_STATUSES, Batch
+from airflow_provider_batches.outcome import check_batch_outcome, describe_batch, validate_max_failed_ratio
+from airflow_provider_batches.triggers.mka1 import (
+    DEFAULT_CONN_ID,
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    EVENT_TIMEOUT,
+    BatchPoller,
+    MKA1BatchTrigger,
+    batch_from_event,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
+
+XCOM_BATCH_ID = "batch_id"
+XCOM_ERROR_FILE_ID = "error_file_id"
+XCOM_REQUEST_COUNTS = "request_counts"
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class MKA1BatchOperator(BaseOperator):
+    """
+    Create an MKA1 batch (or attach to one) and, by default, wait until it is terminal.
+
+    Give exactly one of ``batch_id`` (attach to an existing batch), ``input_file_id`` (a file already
+    uploaded with purpose ``batch``) or ``input_path`` (a local path or ``ObjectStoragePath``, uploaded
+    first). A created batch carries an idempotency key derived from the task instance (dag id, run id,
+    task id, map index): a retry of the task reattaches to the batch its earlier try created instead of
+    creating and billing a second one.
+
+    XComs: ``batch_id`` is pushed as soon as the batch is known, before any wait. After the wait, the
+    ``return_value`` is the batch's ``output_file_id`` and ``error_file_id`` and ``request_counts`` are
+    pushed under their own keys. The outcome rule
+    (:func:`~airflow_provider_batches.outcome.check_batch_outcome`) decides success.
+
+    :param batch_id: attach to this batch instead of creating one (templated).
+    :param input_file_id: create the batch from this uploaded file (templated).
+    :param input_path: upload this JSONL file first, then create the batch from it (templated): a local
+        path or an ``ObjectStoragePath`` (``s3://...``, ``file://...``).
+    :param endpoint: the API every line calls (templated): ``/v1/chat/completions``, ``/v1/embeddings``,
+        ``/v1/images/generations`` or ``/v1/responses``.
+    :param metadata: string key/value pairs stored on the batch (templated).
+    :param max_concurrency: the most requests of this batch the gateway runs at once; ``None`` for its
+        default.
+    :param completion_window: the batch's completion window; the API accepts only ``"24h"``.
+    :param mka1_conn_id: the MKA1 connection id.
+    :param on_behalf_of: end-user id sent as ``X-On-Behalf-Of`` (templated); ``None`` uses the connection's.
+    :param wait_for_completion: wait until the batch is terminal (default). If ``False``, the task ends
+        once the batch exists; wait with :class:`~airflow_provider_batches.sensors.mka1.MKA1BatchSensor`.
+    :param deferrable: wait in the triggerer instead of a worker slot. Default:
+        ``[operators] default_deferrable``.
+    :param poll_interval: the shortest interval between polls, in seconds.
+    :param max_poll_interval: the longest interval between polls, in seconds; polling stretches toward it
+        while the batch runs, based on its progress.
+    :param timeout: the longest wait, in seconds or a ``timedelta``; ``None`` waits until the batch is
+        terminal (at most its completion window). A timeout fails the task (retryable: a retry
+        reattaches and waits again).
+    :param error_budget: consecutive transient API errors (429, 5xx, network) tolerated while waiting.
+    :param max_failed_ratio: share of failed requests (0.0 to 1.0) a completed batch may have and still
+        succeed. Default 0: any failed request fails the task.
+    :param cancel_on_kill: cancel the batch when the task is killed while it waits (on a worker; deferred,
+        on Airflow 3.3+).
+    """
+
+    template_fields: Sequence[str] = (
+        "batch_id",
+        "input_file_id",
+        "input_path",
+        "endpoint",
+        "metadata",
+        "on_behalf_of",
+    )
+    template_fields_renderers = {"metadata": "json"}
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str | None = None,
+        input_file_id: str | None = None,
+        input_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
+        endpoint: str = "/v1/chat/completions",
+        metadata: dict[str, str] | None = None,
+        max_concurrency: int | None = None,
+        completion_window: str = "24h",
+        mka1_conn_id: str = DEFAULT_CONN_ID,
+        on_behalf_of: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: timedelta | float = DEFAULT_MAX_POLL_INTERVAL,
+        timeout: timedelta | float | None = None,
+        error_budget: int = DEFAULT_ERROR_BUDGET,
+        max_failed_ratio: float = 0.0,
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        given = [name for name, value in _sources(batch_id, input_file_id, input_path) if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "MKA1BatchOperator needs exactly one of batch_id, input_file_id or input_path; "
+                f"got {', '.join(given) or 'none'}."
+            )
+        self.batch_id = batch_id
+        self.input_file_id = input_file_id
+        self.input_path = input_path
+        self.endpoint = endpoint
+        self.metadata = metadata
+        self.max_concurrency = max_concurrency
+        self.completion_window = completion_window
+        self.mka1_conn_id = mka1_conn_id
+        self.on_behalf_of = on_behalf_of
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = _seconds(poll_interval) or DEFAULT_POLL_INTERVAL
+        self.max_poll_interval = _seconds(max_poll_interval) or DEFAULT_MAX_POLL_INTERVAL
+        self.timeout = _seconds(timeout)
+        self.error_budget = error_budget
+        self.max_failed_ratio = validate_max_failed_ratio(max_failed_ratio)
+        self.cancel_on_kill = cancel_on_kill
+        # The batch a synchronous wait is on, for on_kill.
+        self._waiting_on: str | None = None
+
+    @cached_property
+    def hook(self) -> MKA1Hook:
+        return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
+
+    def execute(self, context: Context) -> str | None:
+        batch = self._submit_or_attach(context)
+        context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch.id)
+        if not self.wait_for_completion:
+            self.log.info("Batch %s is %s; not waiting for it.", batch.id, describe_batch(batch))
+            return batch.output_file_id
+        if self.deferrable and not batch.is_terminal:
+            self.defer(
+                trigger=MKA1BatchTrigger(
+                    batch_id=batch.id,
+                    mka1_conn_id=self.mka1_conn_id,
+                    on_behalf_of=self.on_behalf_of,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    deadline=time.time() + self.timeout if self.timeout is not None else None,
+                    error_budget=self.error_budget,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                method_name="execute_complete",
+            )
+        return self._finish(context, self._wait(batch))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str | None:
+        """Turn the trigger's event into the task's result: the batch's ``output_file_id``."""
+        if event.get("status") == EVENT_TIMEOUT:
+            raise MKA1Error(f"Timed out waiting for the batch: {event.get('message')}")
+        return self._finish(context, batch_from_event(event))
+
+    def on_kill(self) -> None:
+        batch_id = self._waiting_on
+        if not batch_id or not self.cancel_on_kill:
+            return
+        self.log.info("Task killed; cancelling batch %s.", batch_id)
+        try:
+            batch = self.hook.cancel_batch(batch_id)
+        except MKA1Error as exc:
+            self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
+            return
+        self.log.info("Batch %s is now %s.", batch.id, describe_batch(batch))
+
+    def _submit_or_attach(self, context: Context) -> Batch:
+        if self.batch_id:
+            batch = self.hook.get_batch(self.batch_id)
+            self.log.info("Attached to batch %s: %s.", batch.id, describe_batch(batch))
+            return batch
+        key = idempotency_key_for(context)
+        input_file_id = self.input_file_id
+        if not input_file_id:
+            if not self.input_path:
+                raise MKA1InvalidInputError("No batch_id, input_file_id or input_path to start from.")
+            # Looked for before uploading, so that a retry does not upload the file again; the same rule
+            # as create_batch's: a failed, expired or cancelled batch is not reattached to.
+            existing = self.hook.find_batch(key, endpoint=self.endpoint)
+            if existing is not None and existing.status not in NO_REATTACH_STATUSES:
+                self.log.info("Reattached to batch %s created by an earlier try.", existing.id)
+                return existing
+            uploaded = self.hook.upload_file(self.input_path, purpose="batch")
+            self.log.info("Uploaded %s as file %s (%d bytes).", self.input_path, uploaded.id, uploaded.bytes)
+            input_file_id = uploaded.id
+        batch = self.hook.create_batch(
+            input_file_id,
+            self.endpoint,
+            completion_window=self.completion_window,
+            metadata=self.metadata,
+            max_concurrency=self.max_concurrency,
+            idempotency_key=key,
+        )
+        self.log.info("Batch %s for file %s: %s.", batch.id, input_file_id, describe_batch(batch))
+        return batch
+
+    def _wait(self, batch: Batch) -> Batch:
+        poller = BatchPoller(
+            batch.id,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            error_budget=self.error_budget,
+            deadline=time.time() + self.timeout if self.timeout is not None else None,
+            logger=self.log,
+        )
+        poller.observe(batch)
+        self._waiting_on = batch.id
+        try:
+            while not batch.is_terminal:
+                delay = poller.next_sleep()
+                if delay is None:
+                    raise MKA1Error(
+                        f"Timed out after {self.timeout:g} s waiting for batch {batch.id}; "
+                        f"it is still {describe_batch(batch)}."
+                    )
+                time.sleep(delay)
+                try:
+                    batch = self.hook.get_batch(batch.id)
+                except MKA1Error as exc:
+                    if not poller.observe_error(exc):
+                        raise
+                else:
+                    poller.observe(batch)
+        finally:
+            self._waiting_on = None
+        return batch
+
+    def _finish(self, context: Context, batch: Batch) -> str | None:
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_ERROR_FILE_ID, value=batch.error_file_id)
+        ti.xcom_push(key=XCOM_REQUEST_COUNTS, value=batch.request_counts.model_dump(mode="json"))
+        if not check_batch_outcome(batch, self.max_failed_ratio):
+            raise MKA1Error(f"Stopped waiting while batch {batch.id} is {describe_batch(batch)}.")
+        self.log.info("Batch %s completed; output file %s.", batch.id, batch.output_file_id)
+        return batch.output_file_id
+
+
+def _sources(*values: object) -> zip[tuple[str, object]]:
+    return zip(("batch_id", "input_file_id", "input_path"), values, strict=True)
+
+
+class MKA1DownloadFileOperator(BaseOperator):
+    """
+    Stream an MKA1 file (for example a batch's output file) to a local path or object storage.
+
+    The file is written atomically: the destination appears complete or not at all. The ``return_value``
+    XCom is ``{"path": str, "bytes": int, "lines": int}``.
+
+    :param file_id: the file to download (templated), e.g. ``"{{ ti.xcom_pull(task_ids='batch') }}"`` or
+        ``batch_task.output``.
+    :param destination: a local path or an ``ObjectStoragePath`` (``s3://...``, ``file://...``,
+        ``memory://...``) (templated).
+    :param mka1_conn_id: the MKA1 connection id.
+    :param on_behalf_of: end-user id sent as ``X-On-Behalf-Of`` (templated); ``None`` uses the connection's.
+    :param skip_if_no_file: when ``file_id`` is empty (a batch whose requests all failed has no output
+        file), skip the task instead of failing it.
+    """
+
+    template_fields: Sequence[str] = ("file_id", "destination", "on_behalf_of")
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        file_id: str | None,
+        destination: str | os.PathLike[str] | ObjectStoragePath,
+        mka1_conn_id: str = DEFAULT_CONN_ID,
+        on_behalf_of: str | None = None,
+        skip_if_no_file: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.file_id = file_id
+        self.destination = destination
+        self.mka1_conn_id = mka1_conn_id
+        self.on_behalf_of = on_behalf_of
+        self.skip_if_no_file = skip_if_no_file
+
+    @cached_property
+    def hook(self) -> MKA1Hook:
+        return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        file_id = self.file_id
+        # A template over an empty XCom renders as the string "None". Anything else goes to the hook as
+        # is, which refuses a malformed id (padded, control characters) before any request.
+        if file_id is None or file_id in ("", "None"):
+            message = (
+                f"No file to download (file_id={self.file_id!r}): the batch produced no output file, "
+                "for example because every request failed; its error_file_id holds the failed lines."
+            )
+            if self.skip_if_no_file:
+                raise AirflowSkipException(message)
+            raise MKA1InvalidInputError(message)
+        result = self.hook.download_file(file_id, self.destination)
+        self.log.info(
+            "Downloaded file %s to %s: %d bytes, %d lines.", file_id, result.path, result.bytes, result.lines
+        )
+        return {"path": str(result.path), "bytes": result.bytes, "lines": result.lines}
