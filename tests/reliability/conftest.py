@@ -4,6 +4,7 @@ and a guard that fails any reliability test whose log output carries the API key
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,17 @@ REPORT = Path(__file__).resolve().parents[2] / ".scratch" / "reliability" / "mat
 
 
 @pytest.fixture(autouse=True)
-def _no_key_in_logs(caplog):
-    """Every log record of every reliability test (the hook's, the operators', Airflow's) is scanned."""
+def _no_key_in_logs(caplog, capfd):
+    """Every log record and every line printed by every reliability test is scanned for the key: the
+    stdlib records (caplog) and what Airflow 3's structlog task loggers write to stdout/stderr (capfd)."""
     caplog.set_level(logging.DEBUG)
     yield
+    out, err = capfd.readouterr()
+    sys.stdout.write(out)  # give it back, so that pytest still shows it for a failed test
+    sys.stderr.write(err)
+    for name, text in [("stdout", out), ("stderr", err)]:
+        hit = find_secret(API_KEY, text)
+        assert hit is None, f"the API key leaked to {name}: ...{text[max(0, text.find(hit) - 200) :][:400]!r}"
     for record in caplog.records:
         text = record.getMessage() + (record.exc_text or "")
         hit = find_secret(API_KEY, text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +62,8 @@ class FakeTI:
 
     dag_id: str = "reliability"
     task_id: str = "wait"
-    run_id: str = "manual__reliability"
+    # a new run each time: the operators' idempotency key derives from (dag, run, task, map index)
+    run_id: str = field(default_factory=lambda: f"manual__{uuid.uuid4().hex}")
     map_index: int = -1
     try_number: int = 1
     max_tries: int = 0
@@ -88,3 +90,14 @@ _WS = re.compile(r"\s+")
 
 def one_line(text: str) -> str:
     return _WS.sub(" ", text).strip()
+
+
+def patch_reschedule_start(monkeypatch: Any, started: Any) -> None:
+    """Airflow 2.11's sensor reads the first try's start from the task_reschedule table in reschedule
+    mode; there is no scheduler (nor that table) in these in-process runs: answer it directly."""
+    try:
+        import airflow.sensors.base as sensors_base
+    except ImportError:
+        return
+    if hasattr(sensors_base, "_orig_start_date"):
+        monkeypatch.setattr(sensors_base, "_orig_start_date", lambda **_: started)

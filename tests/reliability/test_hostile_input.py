@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -14,7 +15,13 @@ import pytest
 from airflow_provider_batches.exceptions import MKA1Error, MKA1InvalidInputError
 from tests.conftest import API_KEY, connection_json
 from tests.reliability.hostile import HOSTILE_IDS, HOSTILE_ON_BEHALF_OF, VALID_IDS, VALID_ON_BEHALF_OF
-from tests.reliability.support import FakeTI, assert_no_secret, exception_texts, make_context
+from tests.reliability.support import (
+    FakeTI,
+    assert_no_secret,
+    exception_texts,
+    make_context,
+    patch_reschedule_start,
+)
 
 IDS = list(HOSTILE_IDS.items())
 OBOS = list(HOSTILE_ON_BEHALF_OF.items())
@@ -24,11 +31,6 @@ EMPTY_OBO_IS_NONE = pytest.mark.xfail(
     strict=True,
     reason="bug: _http.validate_on_behalf_of treats an explicit '' as 'no end user', so an on_behalf_of "
     "that renders empty silently sends requests as the key's owner instead of refusing them",
-)
-DOWNLOAD_STRIPS_ID = pytest.mark.xfail(
-    strict=True,
-    reason="bug: MKA1DownloadFileOperator.execute strips file_id, so ' id', 'id\\n' and 'id\\r' are "
-    "silently sent as 'id' where every other task refuses them",
 )
 
 
@@ -168,18 +170,13 @@ TASKS_WITH_ID: dict[str, tuple[str, Any]] = {
 }
 
 
-def _task_id_params() -> list:
-    params = []
-    for label, value in IDS:
-        for task_name in sorted(TASKS_WITH_ID):
-            stripped_is_valid = value != value.strip() and bool(value.strip())
-            marks = [DOWNLOAD_STRIPS_ID] if task_name == "download" and stripped_is_valid else []
-            params.append(pytest.param(task_name, label, value, id=f"{label}-{task_name}", marks=marks))
-    return params
-
-
-@pytest.mark.parametrize(("task_name", "label", "value"), _task_id_params())
-def test_tasks_refuse_hostile_templated_ids(mka1_conn, emulator, tmp_path, task_name, label, value) -> None:
+# (The download operator used to strip file_id, sending " id" or "id\r" as "id"; found here, fixed.)
+@pytest.mark.parametrize("task_name", sorted(TASKS_WITH_ID))
+@pytest.mark.parametrize(("label", "value"), IDS, ids=[label for label, _ in IDS])
+def test_tasks_refuse_hostile_templated_ids(
+    mka1_conn, emulator, tmp_path, monkeypatch, task_name, label, value
+) -> None:
+    patch_reschedule_start(monkeypatch, datetime.now(timezone.utc))
     field, make = TASKS_WITH_ID[task_name]
     task = make(tmp_path)
     _refused(lambda: _render_and_execute(task, value, tmp_path), field, emulator)
