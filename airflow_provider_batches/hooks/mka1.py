@@ -131,7 +131,8 @@ class _MultipartFile:
         self.boundary = uuid.uuid4().hex
         self.size = size
         self._opener = opener
-        quoted = filename.replace("\\", "\\\\").replace('"', "%22")
+        # As browsers do: a quote would end the parameter, a backslash may be read as an escape.
+        quoted = filename.replace("\\", "%5C").replace('"', "%22")
         head = "".join(
             f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
             for name, value in fields.items()
@@ -167,16 +168,18 @@ class _MultipartFile:
         yield self._tail
 
 
-def _is_object_storage(value: object) -> bool:
+def _resolve(value: object) -> Path | ObjectStoragePath:
+    """
+    A local ``Path``, or an ``ObjectStoragePath`` for object storage. A ``file://`` ObjectStoragePath is
+    a local path; a string with a scheme (``s3://bucket/key``) is an ObjectStoragePath, never a local
+    file named after the URL.
+    """
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-    return isinstance(value, ObjectStoragePath)
-
-
-def _local_path(value: object) -> Path | None:
-    """The local path ``value`` names (a str, a PathLike or a ``file://`` ObjectStoragePath), else None."""
-    if _is_object_storage(value):
-        return Path(value.path) if value.protocol in ("file", "local") else None  # type: ignore[attr-defined]
+    if isinstance(value, str) and "://" in value:
+        value = ObjectStoragePath(value)
+    if isinstance(value, ObjectStoragePath):
+        return Path(value.path) if value.protocol in ("file", "local") else value
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
     raise MKA1InvalidInputError(
@@ -450,17 +453,21 @@ class MKA1Hook(BaseHook):
                 headers=headers,
                 timeout=(settings.connect_timeout, settings.timeout),
                 allow_redirects=False,
-                stream=stream,
+                stream=True,
             )
+            ok = response.status_code < 300
+            if ok and not stream:
+                response.content  # noqa: B018 - read the body here, where a dropped connection is retried
         except requests.RequestException as exc:
             self._log_call(method, path, type(exc).__name__, None, started)
             return _Attempt(error=_connection_error(method, path, exc), sent=_may_have_been_sent(exc))
-        request_id = request_id_of(response.headers)
-        self._log_call(method, path, response.status_code, request_id, started)
-        if response.status_code < 300:
+        self._log_call(method, path, response.status_code, request_id_of(response.headers), started)
+        if ok:
             return _Attempt(response=response, status=response.status_code, headers=response.headers)
         try:
-            body = _read_bounded(response)
+            body = next(response.iter_content(_ERROR_BODY_LIMIT), b"")
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+            body = b""
         finally:
             response.close()
         error = api_error(
@@ -474,13 +481,18 @@ class MKA1Hook(BaseHook):
         return _Attempt(error=error, status=response.status_code, headers=response.headers)
 
     def _retry_delay(
-        self, attempt: _Attempt, retries: int, started: float, policy: RetryPolicy
+        self,
+        error: MKA1Error | None,
+        status: int | None,
+        headers: Mapping[str, str] | None,
+        retries: int,
+        started: float,
+        policy: RetryPolicy,
     ) -> float | None:
-        delay = policy.delay_for(retries, attempt.status, attempt.headers, elapsed=time.monotonic() - started)
+        """The retry rule's wait before the next try (logged), or ``None``: give up."""
+        delay = policy.delay_for(retries, status, headers, elapsed=time.monotonic() - started)
         if delay is not None:
-            self.log.warning(
-                "%s; retry %d of %d in %.2f s.", attempt.error, retries + 1, policy.max_retries, delay
-            )
+            self.log.warning("%s; retry %d of %d in %.2f s.", error, retries + 1, policy.max_retries, delay)
         return delay
 
     def _call(
@@ -494,7 +506,9 @@ class MKA1Hook(BaseHook):
             attempt = self._attempt(method, path, **kwargs)
             if attempt.response is not None:
                 return attempt.response
-            delay = self._retry_delay(attempt, retries, started, policy)
+            delay = self._retry_delay(
+                attempt.error, attempt.status, attempt.headers, retries, started, policy
+            )
             if delay is None:
                 assert attempt.error is not None
                 raise attempt.error
@@ -651,7 +665,9 @@ class MKA1Hook(BaseHook):
                 if found is not None and found.status not in NO_REATTACH_STATUSES:
                     self.log.info("The failed request had created batch %s: reattached.", found.id)
                     return found
-            delay = self._retry_delay(attempt, retries, started, policy)
+            delay = self._retry_delay(
+                attempt.error, attempt.status, attempt.headers, retries, started, policy
+            )
             if delay is None:
                 raise attempt.error
             retries += 1
@@ -825,11 +841,10 @@ class MKA1Hook(BaseHook):
                 return
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 error = _connection_error("GET", path, exc, after=delivered)
-                delay = policy.delay_for(retries, None, None, elapsed=time.monotonic() - started)
+                delay = self._retry_delay(error, None, None, retries, started, policy)
                 if delay is None:
                     raise error from exc
                 retries += 1
-                self.log.warning("%s; retry %d of %d in %.2f s.", error, retries, policy.max_retries, delay)
             finally:
                 response.close()
             time.sleep(delay)
@@ -846,14 +861,14 @@ class MKA1Hook(BaseHook):
             the file under its API ``filename``.
         """
         file = self.get_file(file_id)
-        local = _local_path(destination)
+        target = _resolve(destination)
         sink: _Sink
-        if local is not None:
-            if local.is_dir():
-                local = local / _safe_name(file.filename, file.id)
-            sink = _LocalSink(local)
+        if isinstance(target, Path):
+            if target.is_dir():
+                target = target / _safe_name(file.filename, file.id)
+            sink = _LocalSink(target)
         else:
-            sink = _ObjectStorageSink(destination)  # type: ignore[arg-type]
+            sink = _ObjectStorageSink(target)
         size = newlines = 0
         last = b"\n"
         try:
@@ -939,7 +954,7 @@ class MKA1Hook(BaseHook):
                     allow_redirects=False,
                     ssl=self._ssl_for(settings),
                 ) as response:
-                    body = await response.read()
+                    body = await (response.read() if response.status < 300 else _aread_bounded(response))
                     status, headers = response.status, response.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 self._log_call(method, path, type(exc).__name__, None, started)
@@ -950,17 +965,16 @@ class MKA1Hook(BaseHook):
                     return parse_model(model, body, status, headers, method=method, path=path)
                 error = api_error(
                     status,
-                    body[:_ERROR_BODY_LIMIT],
+                    body,
                     headers,
                     method=method,
                     path=path,
                     secret=settings.api_key,
                 )
-            delay = policy.delay_for(retries, status, headers, elapsed=time.monotonic() - first)
+            delay = self._retry_delay(error, status, headers, retries, first, policy)
             if delay is None:
                 raise error
             retries += 1
-            self.log.warning("%s; retry %d of %d in %.2f s.", error, retries, policy.max_retries, delay)
             await asyncio.sleep(delay)
 
     async def aget_batch(self, batch_id: str) -> Batch:
@@ -1016,12 +1030,13 @@ def _safe_name(filename: str | None, fallback: str) -> str:
 
 def _open_source(source: object) -> tuple[Callable[[], IO[bytes]], int, str]:
     """How to open ``source`` for reading, its size and its name."""
-    local = _local_path(source)
-    if local is not None:
+    target = _resolve(source)
+    if isinstance(target, Path):
+        local = target
         if not local.is_file():
             raise MKA1InvalidInputError(f"No file to upload at {str(local)!r}.")
         return (lambda: local.open("rb")), local.stat().st_size, local.name
-    remote: Any = source
+    remote: Any = target
     if not remote.is_file():
         raise MKA1InvalidInputError(f"No file to upload at {str(remote)!r}.")
     with remote.open("rb") as handle:
@@ -1032,24 +1047,27 @@ def _open_source(source: object) -> tuple[Callable[[], IO[bytes]], int, str]:
 def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """Split a stream of chunks into (1-based line number, line without its newline)."""
     number = 0
-    rest = b""
+    pending: list[bytes] = []  # pieces of a line that spans chunks, joined once it ends
     for chunk in chunks:
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        for line in parts:
+        *complete, rest = chunk.split(b"\n")
+        for line in complete:
+            if pending:
+                line, pending = b"".join([*pending, line]), []
             number += 1
             yield number, line
-    if rest:
-        yield number + 1, rest
+        if rest:
+            pending.append(rest)
+    if pending:
+        yield number + 1, b"".join(pending)
 
 
-def _read_bounded(response: requests.Response) -> bytes:
-    try:
-        if response.raw is not None and not response._content_consumed:  # type: ignore[attr-defined]
-            return next(response.iter_content(_ERROR_BODY_LIMIT), b"")
-        return response.content[:_ERROR_BODY_LIMIT]
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-        return b""
+async def _aread_bounded(response: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < _ERROR_BODY_LIMIT and (chunk := await response.content.read(_ERROR_BODY_LIMIT - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _may_have_been_sent(exc: BaseException) -> bool:

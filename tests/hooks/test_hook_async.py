@@ -132,3 +132,9 @@ async def test_polls_never_block_the_event_loop(make_hook, batch: Batch, emulato
     assert {b.id for b in results} == {batch.id}
     assert elapsed < 3.0  # concurrent, not 20 x 0.3 s one after the other
     assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.3f} s"
+
+
+async def test_async_truncated_body_is_retried(make_hook, batch: Batch, emulator) -> None:
+    emulator.add_fault(method="GET", path=BATCH_PATH, kind="truncate", count=1)
+    assert (await make_hook().aget_batch(batch.id)).id == batch.id
+    assert emulator.calls("GET", BATCH_PATH) == 2
