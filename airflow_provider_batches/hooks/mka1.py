@@ -328,7 +328,7 @@ class MKA1Hook(BaseHook):
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The extra fields of the connection form, built from ``CONN_FIELDS``."""
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms import IntegerField, StringField
         from wtforms.validators import NumberRange, Optional
 
         widgets: dict[str, Any] = {}
@@ -337,7 +337,10 @@ class MKA1Hook(BaseHook):
             kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
             options = {"description": spec.get("description", ""), "default": schema.get("default")}
             if "boolean" in kinds:
-                widgets[name] = BooleanField(spec["label"], **options)
+                # Text, not a checkbox: an unticked box saves nothing (so "false" could never be set),
+                # and verify also takes the path of a CA bundle.
+                options["description"] = options["description"] or "true, false or the path of a CA bundle"
+                widgets[name] = StringField(spec["label"], widget=BS3TextFieldWidget(), **options)
             elif "integer" in kinds:
                 validators = [Optional(), NumberRange(min=schema.get("minimum"))]
                 widgets[name] = IntegerField(
@@ -742,9 +745,11 @@ class MKA1Hook(BaseHook):
         filename: str | None = None,
     ) -> FileObject:
         """
-        Upload a file, streamed from disk or object storage in 1 MiB chunks (never read whole).
+        Upload a file, streamed from disk or object storage in 1 MiB chunks (never read whole), with a
+        ``Content-Length`` known up front. A transient failure is retried like any call; one that struck
+        after the server stored the file leaves an unused copy behind (a file, never a second batch).
 
-        :param source: a local path or an Airflow ``ObjectStoragePath``.
+        :param source: a local path, an Airflow ``ObjectStoragePath`` or an object storage URL.
         :param purpose: ``batch`` for batch input files.
         :param filename: the name the file gets; default the source's name.
         """

@@ -38,7 +38,7 @@ def test_connection_form_widgets() -> None:
         "base_path": "StringField",
         "timeout": "StringField",
         "max_retries": "IntegerField",
-        "verify": "BooleanField",
+        "verify": "StringField",
     }
 
 
