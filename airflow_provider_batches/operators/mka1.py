@@ -34,10 +34,13 @@ XCOM_ERROR_FILE_ID = "error_file_id"
 XCOM_REQUEST_COUNTS = "request_counts"
 
 
-def _seconds(value: timedelta | float | None) -> float | None:
+def _seconds(value: timedelta | float | None, name: str) -> float | None:
     if value is None:
         return None
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 class MKA1BatchOperator(BaseOperator):
@@ -135,9 +138,9 @@ class MKA1BatchOperator(BaseOperator):
         self.on_behalf_of = on_behalf_of
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = _seconds(poll_interval) or DEFAULT_POLL_INTERVAL
-        self.max_poll_interval = _seconds(max_poll_interval) or DEFAULT_MAX_POLL_INTERVAL
-        self.timeout = _seconds(timeout)
+        self.poll_interval = _seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
+        self.max_poll_interval = _seconds(max_poll_interval, "max_poll_interval") or DEFAULT_MAX_POLL_INTERVAL
+        self.timeout = _seconds(timeout, "timeout")
         self.error_budget = error_budget
         self.max_failed_ratio = validate_max_failed_ratio(max_failed_ratio)
         self.cancel_on_kill = cancel_on_kill

@@ -239,6 +239,8 @@ class MKA1BatchTrigger(BaseTrigger):
 
     @cached_property
     def hook(self) -> MKA1Hook:
+        # No cleanup() closing its aiohttp session: the session is shared by every trigger of this
+        # connection in the triggerer's loop, and closing it would break the other waits' polls.
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

@@ -54,6 +54,8 @@ def test_template_fields_and_exactly_one_source() -> None:
         MKA1BatchOperator(task_id="two", batch_id="batch_a", input_file_id="file-a")
     with pytest.raises(ValueError, match="max_failed_ratio"):
         MKA1BatchOperator(task_id="ratio", batch_id="batch_a", max_failed_ratio=1.5)
+    with pytest.raises(ValueError, match="poll_interval"):
+        MKA1BatchOperator(task_id="poll", batch_id="batch_a", poll_interval=0)
 
 
 def test_creates_from_a_local_file_waits_and_pushes_its_xcoms(emulator, mka1_conn, tmp_path) -> None:
