@@ -168,20 +168,26 @@ class _MultipartFile:
         yield self._tail
 
 
-def _resolve(value: object) -> Path | ObjectStoragePath:
+def _resolve(value: object) -> tuple[Path, None] | tuple[None, ObjectStoragePath]:
     """
-    A local ``Path``, or an ``ObjectStoragePath`` for object storage. A ``file://`` ObjectStoragePath is
-    a local path; a string with a scheme (``s3://bucket/key``) is an ObjectStoragePath, never a local
-    file named after the URL.
+    ``(local path, None)`` or ``(None, object storage path)``. A ``file://`` ObjectStoragePath is a local
+    path; a string with a scheme (``s3://bucket/key``) is an ObjectStoragePath, never a local file named
+    after the URL. (On Airflow 2 an ObjectStoragePath is also a ``pathlib.Path``: hence the pair.)
     """
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-    if isinstance(value, str) and "://" in value:
-        value = ObjectStoragePath(value)
-    if isinstance(value, ObjectStoragePath):
-        return Path(value.path) if value.protocol in ("file", "local") else value
+    try:
+        if isinstance(value, str) and "://" in value:
+            value = ObjectStoragePath(value)
+        if isinstance(value, ObjectStoragePath):
+            if value.protocol in ("file", "local"):
+                return Path(value.path), None
+            value.fs  # noqa: B018 - an unknown scheme fails here, not half-way through a transfer
+            return None, value
+    except ValueError as exc:  # e.g. "No filesystem registered for scheme ..."
+        raise MKA1InvalidInputError(f"Cannot use {str(value)!r}: {exc}") from None
     if isinstance(value, (str, os.PathLike)):
-        return Path(value)
+        return Path(value), None
     raise MKA1InvalidInputError(
         f"Expected a local path or an ObjectStoragePath, got {type(value).__name__}: {value!r}"
     )
@@ -865,15 +871,16 @@ class MKA1Hook(BaseHook):
         :param destination: a local path or an ``ObjectStoragePath``. An existing local directory receives
             the file under its API ``filename``.
         """
+        validate_id(file_id, "file id")
+        local, remote = _resolve(destination)
         file = self.get_file(file_id)
-        target = _resolve(destination)
         sink: _Sink
-        if isinstance(target, Path):
-            if target.is_dir():
-                target = target / _safe_name(file.filename, file.id)
-            sink = _LocalSink(target)
+        if local is not None:
+            if local.is_dir():
+                local = local / _safe_name(file.filename, file.id)
+            sink = _LocalSink(local)
         else:
-            sink = _ObjectStorageSink(target)
+            sink = _ObjectStorageSink(remote)  # type: ignore[arg-type]
         size = newlines = 0
         last = b"\n"
         try:
@@ -1035,18 +1042,17 @@ def _safe_name(filename: str | None, fallback: str) -> str:
 
 def _open_source(source: object) -> tuple[Callable[[], IO[bytes]], int, str]:
     """How to open ``source`` for reading, its size and its name."""
-    target = _resolve(source)
-    if isinstance(target, Path):
-        local = target
-        if not local.is_file():
-            raise MKA1InvalidInputError(f"No file to upload at {str(local)!r}.")
-        return (lambda: local.open("rb")), local.stat().st_size, local.name
-    remote: Any = target
-    if not remote.is_file():
-        raise MKA1InvalidInputError(f"No file to upload at {str(remote)!r}.")
-    with remote.open("rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-    return (lambda: remote.open("rb")), int(size), remote.name
+    local, remote = _resolve(source)
+    target: Any = local if local is not None else remote
+    if not target.is_file():
+        raise MKA1InvalidInputError(f"No file to upload at {str(target)!r}.")
+    try:
+        # Opened once here so that an unreadable file fails now, not inside the HTTP request.
+        with target.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+    except OSError as exc:
+        raise MKA1InvalidInputError(f"Cannot read {str(target)!r}: {exc}") from None
+    return (lambda: target.open("rb")), int(size), target.name
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,6 +76,16 @@ def test_hostile_upload_arguments_send_nothing(
             hook.upload_file(input_file, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(MKA1InvalidInputError, match="No file to upload"):
         hook.upload_file(tmp_path / "missing.jsonl")
+    with pytest.raises(MKA1InvalidInputError, match=r"Cannot use .nope:///?bucket/x.jsonl.: .*nope"):
+        hook.upload_file("nope://bucket/x.jsonl")
+    with pytest.raises(MKA1InvalidInputError, match=r"Cannot use .nope:///?bucket/x.jsonl.: .*nope"):
+        hook.download_file("file-abc", "nope://bucket/x.jsonl")
+    unreadable = tmp_path / "locked.jsonl"
+    unreadable.write_text("{}\n")
+    unreadable.chmod(0)
+    if not os.access(unreadable, os.R_OK):  # root reads anything
+        with pytest.raises(MKA1InvalidInputError, match="Cannot read"):
+            hook.upload_file(unreadable)
     assert emulator.calls() == 0
 
 
