@@ -9,7 +9,7 @@ terminal and is logged once. A newer API therefore never crashes an older provid
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 log = logging.getLogger(__name__)
 
 
-class BatchStatus(str, Enum):
+class BatchStatus(StrEnum):
     """The documented states of a batch; the API may add more (see :attr:`Batch.status`)."""
 
     VALIDATING = "validating"

@@ -968,7 +968,7 @@ class MKA1Hook(BaseHook):
                 ) as response:
                     body = await (response.read() if response.status < 300 else _aread_bounded(response))
                     status, headers = response.status, response.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self._log_call(method, path, type(exc).__name__, None, started)
                 error: MKA1Error = _connection_error(method, path, exc)
             else:
