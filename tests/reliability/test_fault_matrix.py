@@ -19,7 +19,7 @@ import importlib
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -185,7 +185,7 @@ def run_mode(mode: str, fault: FaultSpec, emulator, input_file_id: str, monkeypa
             inject(batch_id)
             return _sensor(batch_id, mode="poke").execute(make_context(ti)), batch_id
         if mode == "sensor reschedule":
-            ti.first_reschedule_date = datetime.now(timezone.utc)
+            ti.first_reschedule_date = datetime.now(UTC)
             patch_reschedule_start(monkeypatch, ti.first_reschedule_date)
             inject(batch_id)
             for _ in range(400):

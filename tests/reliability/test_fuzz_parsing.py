@@ -23,6 +23,7 @@ from airflow_provider_batches.exceptions import (
     MKA1AuthenticationError,
     MKA1BatchOutcomeError,
     MKA1Error,
+    MKA1InvalidResponseError,
     MKA1NotFoundError,
     MKA1RateLimitError,
     MKA1ServerError,
@@ -368,6 +369,35 @@ def test_the_four_terminal_statuses_are_decided(status: str) -> None:
     else:
         with pytest.raises(MKA1BatchOutcomeError):
             check_batch_outcome(batch)
+
+
+raw_bodies = st.one_of(
+    valid_batches().map(json.dumps),
+    mangled_batches().map(lambda b: json.dumps(b)),
+    json_values.map(json.dumps),
+    valid_batches().map(lambda b: json.dumps(b)[: len(json.dumps(b)) // 2]),  # truncated
+    error_body_bytes.map(lambda b: b.decode("latin-1")),
+)
+
+
+@FUZZ
+@given(body=raw_bodies, status=st.sampled_from([200, 201, 202]), headers=response_headers())
+def test_the_hooks_parsing_of_any_answer_body_raises_only_invalid_response(
+    body: str, status, headers
+) -> None:
+    """``_http.parse_model`` is what both the sync and the async path of the hook call on a 2xx body."""
+    raw = body.encode("utf-8", "surrogatepass")
+    try:
+        batch = _http.parse_model(Batch, raw, status, headers, method="GET", path="/batches/batch_abc")
+    except MKA1InvalidResponseError as exc:
+        assert exc.status_code == status
+        assert str(status) in str(exc) and exc.message.isprintable()
+        assert not is_transient(exc)
+        return
+    assert isinstance(batch, Batch)
+    assert batch.is_terminal == (batch.status in TERMINAL_STATUSES)
+    if not isinstance(batch.status, BatchStatus):
+        assert not batch.is_terminal
 
 
 @FUZZ

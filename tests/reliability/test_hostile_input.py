@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -176,7 +176,7 @@ TASKS_WITH_ID: dict[str, tuple[str, Any]] = {
 def test_tasks_refuse_hostile_templated_ids(
     mka1_conn, emulator, tmp_path, monkeypatch, task_name, label, value
 ) -> None:
-    patch_reschedule_start(monkeypatch, datetime.now(timezone.utc))
+    patch_reschedule_start(monkeypatch, datetime.now(UTC))
     field, make = TASKS_WITH_ID[task_name]
     task = make(tmp_path)
     _refused(lambda: _render_and_execute(task, value, tmp_path), field, emulator)

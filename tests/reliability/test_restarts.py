@@ -135,34 +135,36 @@ def test_sensor_waits_through_an_emulator_restart(restartable) -> None:
     api_url = restartable.emu.api_url
     lines = 8
     batch_id = _create(api_url, _upload(api_url, _requests_file(lines, fail={3})))
-    outcome: dict[str, Any] = {}
+    sensor_done = threading.Event()
+    restart: dict[str, Any] = {}
 
-    def wait() -> None:
-        sensor = MKA1BatchSensor(
-            task_id="wait",
-            batch_id=batch_id,
-            mode="poke",
-            poke_interval=0.1,
-            timeout=60,
-            max_failed_ratio=0.5,
-        )
+    def restart_mid_wait() -> None:
+        # The sensor runs in the main thread (Airflow 2.11 refuses execute() from another thread).
         try:
-            outcome["result"] = sensor.execute(make_context())
+            _wait_until(lambda: restartable.emu.calls(method="GET") >= 2 or sensor_done.is_set(), 30, "polls")
+            restart["status_before"] = _api(api_url, "GET", f"/batches/{batch_id}")["status"]
+            restart["sensor_waiting"] = not sensor_done.is_set()
+            _restart_during(restartable, None, downtime=1.0)
+            restart["sensor_waiting_after"] = not sensor_done.is_set()
         except BaseException as exc:
-            outcome["error"] = exc
+            restart["error"] = exc
 
-    waiting = threading.Thread(target=wait, daemon=True)
-    waiting.start()
-    _wait_until(lambda: restartable.emu.calls(method="GET") >= 2, 30, "the sensor polls")
-    before = _api(api_url, "GET", f"/batches/{batch_id}")["status"]
-    assert before not in ("completed", "failed"), before
-    _restart_during(restartable, waiting, downtime=1.0)
-    waiting.join(60)
-    assert not waiting.is_alive()
-    assert "error" not in outcome, outcome.get("error")
+    restarter = threading.Thread(target=restart_mid_wait, daemon=True)
+    restarter.start()
+    sensor = MKA1BatchSensor(
+        task_id="wait", batch_id=batch_id, mode="poke", poke_interval=0.1, timeout=60, max_failed_ratio=0.5
+    )
+    try:
+        result = sensor.execute(make_context())
+    finally:
+        sensor_done.set()
+        restarter.join(60)
+    assert "error" not in restart, repr(restart.get("error"))
+    assert restart["sensor_waiting"] and restart["sensor_waiting_after"], restart
+    assert restart["status_before"] not in ("completed", "failed"), restart
     final = _assert_completed_with_its_data(restartable.emu.api_url, batch_id, lines)
-    assert outcome["result"]["id"] == batch_id
-    assert outcome["result"]["output_file_id"] == final["output_file_id"]
+    assert result["id"] == batch_id
+    assert result["output_file_id"] == final["output_file_id"]
     assert restartable.emu.calls(method="GET", path=f"/api/v1/llm/batches/{batch_id}") >= 1
 
 
