@@ -67,14 +67,14 @@ def wait_for(batch_id: str, *, timeout: float = 15.0, conn_id: str = "mka1_defau
         time.sleep(0.05)
 
 
-async def run_trigger(trigger: BaseTrigger, timeout: float = 20.0) -> list[TriggerEvent]:
+async def run_trigger(trigger: BaseTrigger, limit: float = 20.0) -> list[TriggerEvent]:
     """Run a trigger's ``run()`` to its end and return every event it yielded."""
 
     async def collect() -> list[TriggerEvent]:
         return [event async for event in trigger.run()]
 
     try:
-        return await asyncio.wait_for(collect(), timeout)
+        return await asyncio.wait_for(collect(), limit)
     finally:
         await close_async_sessions()
 

@@ -65,8 +65,8 @@ async def stop(task: asyncio.Task, *, user_action: bool) -> None:
     await close_async_sessions()
 
 
-async def polled(emulator, at_least: int = 1, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def polled(emulator, at_least: int = 1, limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
     while emulator.calls(method="GET", path=BATCHES) < at_least:
         assert time.monotonic() < deadline, "the trigger never polled"
         await asyncio.sleep(0.02)
@@ -209,22 +209,23 @@ async def test_stops_at_once_on_404(emulator, mka1_conn) -> None:
 
 async def test_deadline_holds_across_a_triggerer_restart(emulator, mka1_conn, tmp_path) -> None:
     batch = submit_batch(tmp_path, 2000)  # about 10 s of work at the emulator's speed
-    deadline = time.time() + 1.0
+    wait = 1.5
+    deadline = time.time() + wait
     first = MKA1BatchTrigger(batch_id=batch.id, deadline=deadline, **FAST)
 
     running = start_like_triggerer(first)
     await polled(emulator, at_least=2)
     await stop(running, user_action=False)  # the triggerer shuts down...
-    await asyncio.sleep(0.3)  # ...and another one picks the trigger up a little later
+    await asyncio.sleep(1.0)  # ...and another one picks the trigger up a while later
     restarted_at = time.time()
     (event,) = await run_trigger(rebuild(first))
     ended = time.time()
 
     assert event.payload["status"] == "timeout"
     assert event.payload["batch"]["status"] == "in_progress"
-    # The original deadline, not one second after the restart.
-    assert deadline <= ended < deadline + 0.35
-    assert ended - restarted_at < 0.9
+    # The original deadline; a clock restarted by the restart would end `wait` seconds after it.
+    assert deadline <= ended < restarted_at + wait
+    assert ended < deadline + 1.0  # one last poll, even on a busy machine
     # A shutdown is not a kill: the batch goes on.
     assert MKA1Hook().get_batch(batch.id).status == BatchStatus.IN_PROGRESS
     MKA1Hook().cancel_batch(batch.id)
