@@ -259,29 +259,45 @@ class _ObjectStorageSink(_Sink):
 
 
 # One aiohttp session per event loop and (connection, end user), shared by every hook on that loop: a
-# triggerer running thousands of waits keeps one connection pool, not one per wait or per poll.
+# triggerer running thousands of waits keeps one connection pool, not one per wait or per poll. Hooks
+# lease it; the last one to release it (aclose) closes it, so no session outlives its waits.
+@dataclass
+class _SharedSession:
+    session: aiohttp.ClientSession
+    users: int = 0
+
+
 _async_sessions: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, str | None], aiohttp.ClientSession]
+    asyncio.AbstractEventLoop, dict[tuple[str, str | None], _SharedSession]
 ] = weakref.WeakKeyDictionary()
 
 
-def _shared_session(key: tuple[str, str | None]) -> aiohttp.ClientSession:
-    loop = asyncio.get_running_loop()
-    sessions = _async_sessions.setdefault(loop, {})
-    session = sessions.get(key)
-    if session is None or session.closed:
+def _lease_session(key: tuple[str, str | None]) -> _SharedSession:
+    sessions = _async_sessions.setdefault(asyncio.get_running_loop(), {})
+    shared = sessions.get(key)
+    if shared is None or shared.session.closed:
         # limit=0: no cap on concurrent connections, so that thousands of pollers are not queued here.
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-        sessions[key] = session
-    return session
+        shared = sessions[key] = _SharedSession(aiohttp.ClientSession(connector=connector))
+    shared.users += 1
+    return shared
+
+
+async def _release_session(key: tuple[str, str | None], shared: _SharedSession) -> None:
+    shared.users -= 1
+    if shared.users > 0:
+        return
+    sessions = _async_sessions.get(asyncio.get_running_loop(), {})
+    if sessions.get(key) is shared:
+        del sessions[key]
+    await shared.session.close()
 
 
 async def close_async_sessions() -> None:
     """Close every shared ``aiohttp`` session of the running event loop (for tests and clean shutdowns)."""
     sessions = _async_sessions.pop(asyncio.get_running_loop(), {})
-    for session in sessions.values():
-        await session.close()
+    for shared in sessions.values():
+        await shared.session.close()
 
 
 class MKA1Hook(BaseHook):
@@ -327,6 +343,8 @@ class MKA1Hook(BaseHook):
         self._settings: ClientSettings | None = None
         self._session: requests.Session | None = None
         self._ssl_context: ssl.SSLContext | None = None
+        # (loop, session) this hook leased; a hook used on another loop leases that loop's session.
+        self._lease: tuple[weakref.ref[asyncio.AbstractEventLoop], _SharedSession] | None = None
 
     # -- connection form (Airflow 2.11 to 3.1; 3.2+ reads the declarative form in get_provider_info) --
 
@@ -946,7 +964,7 @@ class MKA1Hook(BaseHook):
 
     async def _acall(self, model: type[ModelT], method: str, path: str) -> ModelT:
         settings = await self._asettings()
-        session = _shared_session((self.mka1_conn_id, settings.on_behalf_of))
+        session = self._async_session(settings)
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout
         )
@@ -1012,17 +1030,25 @@ class MKA1Hook(BaseHook):
                 raise
             return batch
 
+    def _async_session(self, settings: ClientSettings) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        lease = self._lease
+        if lease is None or lease[0]() is not loop or lease[1].session.closed:
+            self._lease = lease = (
+                weakref.ref(loop),
+                _lease_session((self.mka1_conn_id, settings.on_behalf_of)),
+            )
+        return lease[1].session
+
     async def aclose(self) -> None:
         """
-        Close the ``aiohttp`` session this hook uses on the running loop. It is shared by every hook of
-        the same connection and end user on this loop; the next call opens a new one.
+        Release this hook's share of the ``aiohttp`` session that every hook of the same connection and
+        end user uses on the running loop. The last hook to release it closes it.
         """
-        if self._settings is None:
+        lease, self._lease = self._lease, None
+        if lease is None or lease[0]() is not asyncio.get_running_loop() or self._settings is None:
             return
-        sessions = _async_sessions.get(asyncio.get_running_loop(), {})
-        session = sessions.pop((self.mka1_conn_id, self._settings.on_behalf_of), None)
-        if session is not None:
-            await session.close()
+        await _release_session((self.mka1_conn_id, self._settings.on_behalf_of), lease[1])
 
 
 # -- helpers -------------------------------------------------------------------------------------

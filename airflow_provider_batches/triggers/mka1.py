@@ -239,11 +239,17 @@ class MKA1BatchTrigger(BaseTrigger):
 
     @cached_property
     def hook(self) -> MKA1Hook:
-        # No cleanup() closing its aiohttp session: the session is shared by every trigger of this
-        # connection in the triggerer's loop, and closing it would break the other waits' polls.
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async for event in self._wait():
+                yield event
+        finally:
+            # Releases this wait's share of the session; the last wait on the loop closes it.
+            await self.hook.aclose()
+
+    async def _wait(self) -> AsyncIterator[TriggerEvent]:
         poller = BatchPoller(
             self.batch_id,
             poll_interval=self.poll_interval,
@@ -303,6 +309,8 @@ class MKA1BatchTrigger(BaseTrigger):
         except MKA1Error as exc:
             self.log.warning("Could not cancel batch %s: %s", self.batch_id, exc)
             return
+        finally:
+            await self.hook.aclose()
         self.log.info("Batch %s is now %s.", batch.id, describe_batch(batch))
 
     def _event(self, status: str, message: str, **extra: Any) -> TriggerEvent:

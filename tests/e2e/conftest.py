@@ -39,7 +39,10 @@ class AirflowHome:
         """Every XCom of the DAG's runs, by (task_id, key), read from the metadata database."""
         with sqlite3.connect(self.path / "airflow.db") as db:
             rows = db.execute("SELECT task_id, key, value FROM xcom WHERE dag_id = ?", (dag_id,)).fetchall()
-        return {(task_id, key): json.loads(value) for task_id, key, value in rows}
+        # SQLite hands back JSON scalars already decoded, and strings or bytes still encoded.
+        return {
+            (task_id, key): json.loads(v) if isinstance(v, str | bytes) else v for task_id, key, v in rows
+        }
 
 
 def airflow_env(home: Path, base_url: str) -> dict[str, str]:

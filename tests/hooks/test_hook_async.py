@@ -85,14 +85,21 @@ async def test_one_session_per_loop_and_connection(make_hook, batch: Batch, end_
     sessions = mka1._async_sessions[asyncio.get_running_loop()]
     assert list(sessions) == [("mka1_default", end_user)]
     shared = sessions[("mka1_default", end_user)]
+    assert shared.users == 2  # one lease per hook, however many calls
     other_user = make_hook(on_behalf_of="someone-else")
     with pytest.raises(MKA1NotFoundError):
         await other_user.aget_batch(batch.id)
     assert len(sessions) == 2 and sessions[("mka1_default", end_user)] is shared
     await first.aclose()
-    assert shared.closed and ("mka1_default", end_user) not in sessions
+    await first.aclose()  # releasing twice does not take the other hook's share
+    assert not shared.session.closed and shared.users == 1
+    await second.aclose()  # the last user closes it
+    assert shared.session.closed and ("mka1_default", end_user) not in sessions
     await second.aget_batch(batch.id)  # a new session replaces the closed one
     assert sessions[("mka1_default", end_user)] is not shared
+    await second.aclose()
+    await other_user.aclose()
+    assert sessions == {}
 
 
 def test_another_loop_gets_its_own_session(make_hook, batch: Batch) -> None:
@@ -101,7 +108,7 @@ def test_another_loop_gets_its_own_session(make_hook, batch: Batch) -> None:
 
     async def call() -> None:
         await hook.aget_batch(batch.id)
-        seen.append(mka1._shared_session(("mka1_default", hook.on_behalf_of)))
+        seen.append(mka1._async_sessions[asyncio.get_running_loop()][("mka1_default", hook.on_behalf_of)])
         await close_async_sessions()
 
     asyncio.run(call())
