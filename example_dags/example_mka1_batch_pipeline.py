@@ -59,6 +59,9 @@ with DAG(
         endpoint="/v1/chat/completions",
         metadata={"pipeline": "example_mka1_batch_pipeline"},
         deferrable=True,
+        # Poll at least every 5 s (the default is 30 s; the wait stretches toward max_poll_interval as the
+        # batch's progress shows how long it has left).
+        poll_interval=5,
         # A few failed requests are expected; more than 10% fails the task.
         max_failed_ratio=0.1,
     )
