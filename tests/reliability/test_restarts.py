@@ -263,6 +263,48 @@ def test_trigger_resumed_after_a_triggerer_restart_keeps_the_original_deadline(t
         assert _api(emu.api_url, "GET", f"/batches/{batch_id}")["status"] == "validating"
 
 
+def test_deferred_sensor_times_out_at_its_original_deadline_across_a_triggerer_restart(
+    tmp_path, monkeypatch
+) -> None:
+    """The same through the sensor: its timeout becomes the trigger's absolute deadline when it defers; a
+    triggerer restart later, the rebuilt trigger still fires at that deadline and the sensor times out."""
+    from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
+
+    from airflow_provider_batches.hooks.mka1 import close_async_sessions
+    from airflow_provider_batches.sensors.mka1 import MKA1BatchSensor
+
+    with run_emulator(api_keys=(API_KEY,), data_dir=tmp_path / "data", validation_seconds=3600) as emu:
+        monkeypatch.setenv("AIRFLOW_CONN_MKA1_DEFAULT", connection_json(emu.base_url, max_retries=1))
+        batch_id = _create(emu.api_url, _upload(emu.api_url, _requests_file(2)))
+
+        def sensor() -> Any:
+            return MKA1BatchSensor(
+                task_id="wait", batch_id=batch_id, deferrable=True, poke_interval=0.1, timeout=2
+            )
+
+        deferred_at = time.time()
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor().execute(make_context())
+        trigger = deferred.value.trigger
+
+        async def scenario() -> tuple[list[Any], list[Any], float]:
+            try:
+                before = await _run_then_cancel(trigger, 0.8)
+                after = [event async for event in _rebuild(trigger).run()]
+                return before, after, time.time()
+            finally:
+                await close_async_sessions()
+
+        before, after, ended = asyncio.run(scenario())
+        assert before == [] and len(after) == 1
+        assert deferred_at + 2 - 0.05 <= ended <= deferred_at + 3.0, (
+            f"fired {ended - deferred_at:.2f} s after defer"
+        )
+        with pytest.raises(AirflowSensorTimeout):
+            sensor().resume_execution(deferred.value.method_name, {"event": after[0].payload}, make_context())
+        assert emu.calls(method="POST", path="/api/v1/llm/batches/*/cancel") == 0
+
+
 def test_trigger_resumed_after_a_triggerer_restart_sees_the_batch_through(emulator, mka1_conn) -> None:
     from airflow_provider_batches.hooks.mka1 import close_async_sessions
     from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger
