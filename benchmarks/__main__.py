@@ -42,7 +42,9 @@ def _emulator_memory_rows(stdout: str) -> list[Row]:
 
 
 # Benchmarks that print their own text rather than rows: (module, arguments, parser of their output).
-OPTIONAL = [("benchmarks.emulator_memory", [], _emulator_memory_rows)]
+OPTIONAL: list[tuple[str, list[str], Callable[[str], list[Row]]]] = [
+    ("benchmarks.emulator_memory", [], _emulator_memory_rows)
+]
 
 
 def _run(module: str, args: list[str], parse: Callable[[str], list[Row]] = load_rows) -> list[Row]:

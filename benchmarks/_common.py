@@ -253,7 +253,7 @@ class CallbackTimer:
                 timer.longest, timer.longest_name = took, _describe(handle)
 
         self._original = original
-        handle_type._run = _run  # type: ignore[method-assign]
+        handle_type._run = _run  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
         if self._original is not None:

@@ -84,7 +84,7 @@ def _child(file_id: str, dest: str) -> dict[str, Any]:
     # Time (not change) the hook's fsync: curl -o does not sync, so its share is reported apart.
     fsync, synced = os.fsync, [0.0]
 
-    def timed_fsync(fd: int) -> None:
+    def timed_fsync(fd: Any) -> None:
         started = time.perf_counter()
         fsync(fd)
         synced[0] += time.perf_counter() - started

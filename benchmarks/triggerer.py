@@ -236,7 +236,8 @@ async def _child_main(args: argparse.Namespace, batches: list[tuple[str, float]]
     await sampler.stop()
     callbacks.uninstall()
 
-    delays, statuses = [], {}
+    delays: list[float] = []
+    statuses: dict[str, int] = {}
     for batch_id, task in tasks.items():
         if task.cancelled() or task.exception() is not None:
             continue
