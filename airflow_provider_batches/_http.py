@@ -117,9 +117,10 @@ def validate_on_behalf_of(value: object) -> str | None:
     """
     Return the end-user id to send as ``X-On-Behalf-Of``, ``None`` if there is none.
 
-    :param value: the end-user id (``None`` or ``""`` for none).
+    :param value: the end-user id, ``None`` for none. An explicit ``""`` (a template that rendered empty)
+        is refused rather than read as "no end user", which would act as the key's owner instead.
     """
-    if value is None or value == "":
+    if value is None:
         return None
     return validate_header_value(value, "on_behalf_of (X-On-Behalf-Of)")
 
@@ -232,7 +233,8 @@ class RetryPolicy:
         if delay is not None:
             delay = min(delay, self.retry_after_cap)
         else:
-            ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
+            # The exponent is bounded so that a huge max_retries cannot overflow a float.
+            ceiling = min(self.backoff_cap, self.backoff_base * 2 ** min(attempt, 64))
             delay = random.uniform(0.0, ceiling)
         if elapsed + delay > self.total_timeout:
             return None
@@ -579,7 +581,7 @@ def error_message(body: bytes, content_type: str | None = None, *, secret: str |
     if secret:
         text = text.replace(secret, "***")
     if "\ufffd" in text and (b"\x00" in body or text.count("\ufffd") > len(text) // 10):
-        return f"({len(body)} bytes of binary data, {content_type or 'no content type'})"
+        return _clean(f"({len(body)} bytes of binary data, {content_type or 'no content type'})")
     message: str | None = None
     stripped = text.lstrip()
     if "json" in ctype or stripped[:1] in ("{", "["):

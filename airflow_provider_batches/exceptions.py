@@ -198,3 +198,48 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, MKA1Error):
         return False
     return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+_EVENT_ERRORS: dict[str, type[MKA1Error]] = {
+    cls.__name__: cls
+    for cls in (
+        MKA1Error,
+        MKA1InvalidInputError,
+        MKA1ConnectionError,
+        MKA1APIError,
+        MKA1AuthenticationError,
+        MKA1NotFoundError,
+        MKA1BadRequestError,
+        MKA1RateLimitError,
+        MKA1ServerError,
+        MKA1InvalidResponseError,
+    )
+}
+
+
+def error_to_event(exc: BaseException) -> dict[str, Any]:
+    """
+    ``exc`` as JSON for a trigger event, so that the task raises the same class with the same facts
+    (:func:`error_from_event`). Carries ``type``, ``status_code`` and ``request_id`` for readers too.
+    """
+    if isinstance(exc, (MKA1APIError, MKA1ConnectionError)):
+        _, args, kwargs = exc.serialize()
+    else:
+        args, kwargs = (str(exc),), {}
+    name = type(exc).__name__ if type(exc).__name__ in _EVENT_ERRORS else MKA1Error.__name__
+    return {
+        "type": name,
+        "status_code": getattr(exc, "status_code", None) if isinstance(exc, MKA1APIError) else None,
+        "request_id": getattr(exc, "request_id", None),
+        "args": list(args),
+        "kwargs": kwargs,
+    }
+
+
+def error_from_event(error: dict[str, Any], fallback: str) -> MKA1Error:
+    """The error a trigger event carries (see :func:`error_to_event`); ``fallback`` if it is unreadable."""
+    cls = _EVENT_ERRORS.get(str(error.get("type")), MKA1Error)
+    try:
+        return cls(*error.get("args", ()), **error.get("kwargs", {}))
+    except Exception:
+        return MKA1Error(fallback)

@@ -78,9 +78,9 @@ class _Model(BaseModel):
 class RequestCounts(_Model):
     """How many requests of a batch there are, and how many completed or failed so far."""
 
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
+    total: int = Field(default=0, ge=0)
+    completed: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
 
 
 class BatchError(_Model):

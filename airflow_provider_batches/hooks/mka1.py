@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import ssl
-import tempfile
 import time
 import uuid
 import weakref
@@ -210,8 +210,17 @@ class _LocalSink(_Sink):
     def __init__(self, destination: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         self.destination = destination
-        fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-        self.tmp = Path(tmp)
+        # One temporary name per destination: the retry of a killed download takes over (and truncates)
+        # the part file it left, instead of leaving it behind for good. The lock, which dies with its
+        # process, keeps two live downloads to the same destination from writing into each other.
+        self.tmp = destination.with_name(f".{destination.name}.part")
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MKA1InvalidInputError(f"Another download to {destination} is in progress.") from None
+        os.ftruncate(fd, 0)
         self.file = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:
@@ -220,8 +229,8 @@ class _LocalSink(_Sink):
     def commit(self) -> str:
         self.file.flush()
         os.fsync(self.file.fileno())
+        os.replace(self.tmp, self.destination)  # still holding the lock
         self.file.close()
-        os.replace(self.tmp, self.destination)
         with contextlib.suppress(OSError):
             # The rename itself is durable only once the directory is synced (not possible on every OS).
             dir_fd = os.open(self.destination.parent, os.O_RDONLY)
@@ -232,9 +241,9 @@ class _LocalSink(_Sink):
         return str(self.destination)
 
     def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)  # before the lock goes, so as not to remove another try's file
         with contextlib.suppress(OSError):
             self.file.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 class _ObjectStorageSink(_Sink):

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_batches.exceptions import MKA1APIError, MKA1Error, is_transient
+from airflow_provider_batches.exceptions import MKA1Error, error_from_event, error_to_event, is_transient
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import describe_batch
@@ -167,13 +167,22 @@ def batch_from_event(event: dict[str, Any]) -> Batch:
     """
     Return the final batch of a ``success`` or ``terminal`` trigger event.
 
-    :raises MKA1Error: for an ``error`` event (its message carries the status code and request id) or an
-        event without a batch. ``timeout`` events are the caller's to handle before calling this.
+    :raises MKA1Error: for an ``error`` event, the error the trigger met (same class, status code and
+        request id); for an event without a batch, a plain one. ``timeout`` events are the caller's to
+        handle before calling this.
     """
     status = event.get("status")
     if status in (EVENT_SUCCESS, EVENT_TERMINAL) and event.get("batch"):
         return Batch.model_validate(event["batch"])
-    raise MKA1Error(event.get("message") or f"Unexpected event from MKA1BatchTrigger: {event!r}")
+    message = event.get("message") or f"Unexpected event from MKA1BatchTrigger: {event!r}"
+    if not isinstance(event.get("error"), dict):
+        raise MKA1Error(message)
+    # The same class, status and request id as the trigger's last error, so callers can branch on it;
+    # the event's message (e.g. that the error budget was spent) rides along as a note.
+    exc = error_from_event(event["error"], message)
+    if message != str(exc):
+        exc.add_note(message)
+    raise exc
 
 
 class MKA1BatchTrigger(BaseTrigger):
@@ -333,9 +342,5 @@ class MKA1BatchTrigger(BaseTrigger):
             )
         else:
             message = f"Waiting on batch {self.batch_id} failed: {exc}"
-        error = {
-            "type": type(exc).__name__,
-            "status_code": exc.status_code if isinstance(exc, MKA1APIError) else None,
-            "request_id": exc.request_id if isinstance(exc, MKA1APIError) else None,
-        }
+        error = error_to_event(exc)
         return self._event(EVENT_ERROR, message, error=error)

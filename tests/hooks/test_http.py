@@ -106,7 +106,8 @@ def test_hostile_header_values_are_refused(value: object) -> None:
 def test_header_value_rules() -> None:
     assert validate_header_value("user-1 (eu)", "x") == "user-1 (eu)"
     assert _http.validate_on_behalf_of(None) is None
-    assert _http.validate_on_behalf_of("") is None
+    with pytest.raises(MKA1InvalidInputError, match="on_behalf_of"):
+        _http.validate_on_behalf_of("")  # a template that rendered empty is not "no end user"
     assert validate_header_value("u" * 256, "x") == "u" * 256
 
 

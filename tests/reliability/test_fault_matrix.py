@@ -274,12 +274,6 @@ def test_cell(fault: FaultSpec, mode: str, emulator, matrix_conn, input_file_id,
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a permanent error while deferred reaches the task as a bare MKA1Error "
-    "(batch_from_event raises MKA1Error(message)): the sync path raises MKA1AuthenticationError, "
-    "MKA1NotFoundError..., so callers that branch on the class (as design.md promises) cannot",
-)
 def test_a_deferred_failure_keeps_the_error_class(emulator, matrix_conn, input_file_id, monkeypatch) -> None:
     from airflow_provider_batches.exceptions import MKA1AuthenticationError
 

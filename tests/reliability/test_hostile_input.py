@@ -26,17 +26,14 @@ from tests.reliability.support import (
 IDS = list(HOSTILE_IDS.items())
 OBOS = list(HOSTILE_ON_BEHALF_OF.items())
 
-# Found by this suite and reported to the lead; strict, so that the fix turns them into failures to remove.
-EMPTY_OBO_IS_NONE = pytest.mark.xfail(
-    strict=True,
-    reason="bug: _http.validate_on_behalf_of treats an explicit '' as 'no end user', so an on_behalf_of "
-    "that renders empty silently sends requests as the key's owner instead of refusing them",
-)
-
 
 def _obo_params() -> list:
     return [
-        pytest.param(label, value, id=label, marks=[EMPTY_OBO_IS_NONE] if value == "" else [])
+        pytest.param(
+            label,
+            value,
+            id=label,
+        )
         for label, value in OBOS
     ]
 

@@ -481,12 +481,6 @@ def test_download_killed_half_way_leaves_no_file_and_the_retry_completes(killed_
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: hooks/mka1.py _LocalSink writes to '.<name>.<random>.part' next to the destination and only "
-    "removes it in abort(); a SIGKILLed download never gets there and no later download cleans it up, so "
-    "every killed try leaves up to a whole file of litter",
-)
 def test_download_killed_half_way_leaves_no_temporary_file_behind(killed_download) -> None:
     folder, destination = killed_download["folder"], killed_download["destination"]
     leftovers = sorted(p.name for p in folder.iterdir() if p != destination)
