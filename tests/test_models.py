@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 
@@ -20,6 +21,8 @@ from airflow_provider_batches.exceptions import (
     MKA1NotFoundError,
     MKA1RateLimitError,
     MKA1ServerError,
+    error_from_event,
+    error_to_event,
     is_transient,
 )
 from airflow_provider_batches.models import (
@@ -100,6 +103,12 @@ def test_batch_requires_its_identity() -> None:
         Batch.model_validate({k: v for k, v in MINIMAL.items() if k != "id"})
 
 
+def test_negative_request_counts_are_not_a_batch() -> None:
+    # "-1 of 3 failed" would read as a success to the outcome rule.
+    with pytest.raises(ValueError, match="failed"):
+        Batch.model_validate({**MINIMAL, "request_counts": {"total": 3, "completed": 3, "failed": -1}})
+
+
 def test_files_pages_and_result_lines() -> None:
     file = FileObject.model_validate(
         {
@@ -154,6 +163,27 @@ def test_api_error_pickles_and_serializes() -> None:
     assert "request_id='r#1'" in repr(error)
     conn = MKA1ConnectionError("lost", method="GET", path="/x")
     assert pickle.loads(pickle.dumps(conn)).path == "/x"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MKA1NotFoundError(404, "No batch found", method="GET", path="/batches/b", request_id="r#1"),
+        MKA1ConnectionError("lost", method="GET", path="/x"),
+        MKA1InvalidInputError("Invalid batch id"),
+    ],
+)
+def test_errors_survive_a_trigger_event(error: MKA1Error) -> None:
+    """A trigger event is JSON: the task still raises the same class with the same facts."""
+    event_error = json.loads(json.dumps(error_to_event(error)))
+    again = error_from_event(event_error, "fallback")
+    assert type(again) is type(error) and str(again) == str(error)
+    assert event_error["status_code"] == (error.status_code if isinstance(error, MKA1APIError) else None)
+
+
+def test_an_unreadable_event_error_falls_back() -> None:
+    again = error_from_event({"type": "MKA1NotFoundError", "args": []}, "fallback")
+    assert type(again) is MKA1Error and str(again) == "fallback"
 
 
 def test_outcome_error_carries_the_batch() -> None:
