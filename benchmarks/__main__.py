@@ -23,7 +23,7 @@ from benchmarks._common import REPO, Row, load_rows, table
 SUITE: list[tuple[str, list[str]]] = [
     ("benchmarks.parse_cost", ["--samples", "7"]),
     ("benchmarks.api_calls", ["--runs", "5"]),
-    ("benchmarks.download", ["--size-mib", "1024", "--rounds", "3"]),
+    ("benchmarks.download", ["--size-mib", "1024", "--rounds", "5"]),
     # The openai trigger runs at 1,000 (the largest N it runs in a reasonable time), ours at 1,000 and 5,000.
     ("benchmarks.triggerer", ["--n", "1000", "5000", "--cap", "150"]),
 ]

@@ -7,7 +7,7 @@ alternating rounds. The hook runs in a fresh child process that measures its own
 RSS growth (VmHWM, reset just before the download, minus VmRSS before it); curl's time is its own
 ``time_total``. The figures are medians over the rounds. All big files are deleted afterwards.
 
-    python -m benchmarks.download --size-mib 1024 --rounds 3
+    python -m benchmarks.download --size-mib 1024 --rounds 5
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def rows(result: dict[str, Any]) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = arg_parser("benchmarks.download", __doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--child", nargs=2, metavar=("FILE_ID", "DEST"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
