@@ -281,11 +281,12 @@ async def harness_cpu_rate(seconds: float = 2.0) -> float:
 
 
 class RssSampler:
-    """Samples VmRSS every ``interval`` seconds on the loop; keeps the highest value (KiB)."""
+    """Samples VmRSS (KiB) and the open file descriptors every ``interval`` seconds; keeps the highest."""
 
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
         self.peak_kib = proc_status()["VmRSS"]
+        self.peak_fds = 0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -295,6 +296,7 @@ class RssSampler:
 
     def sample(self) -> None:
         self.peak_kib = max(self.peak_kib, proc_status()["VmRSS"])
+        self.peak_fds = max(self.peak_fds, len(os.listdir("/proc/self/fd")))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

@@ -259,6 +259,7 @@ async def _child_main(args: argparse.Namespace, batches: list[tuple[str, float]]
         "cold_first_poll": cold,
         "rss_base_kib": base_rss,
         "rss_peak_kib": sampler.peak_kib,
+        "peak_open_fds": sampler.peak_fds,
         "rss_per_trigger_kib": (sampler.peak_kib - base_rss) / len(batches),
         "delay_median": statistics.median(delays) if delays else float("nan"),
         "delay_max": max(delays, default=float("nan")),
