@@ -92,15 +92,16 @@ def _child(file_id: str, dest: str) -> dict[str, Any]:
     os.fsync = timed_fsync
     exact_peak = reset_peak_rss()
     before = proc_status()["VmRSS"]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     result = hook.download_file(file_id, dest)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     status = proc_status()
     return {
         "bytes": os.path.getsize(dest),
         "reported_bytes": getattr(result, "bytes", None),
         "seconds": seconds,
         "fsync_seconds": synced[0],
+        "cpu_seconds": cpu,
         "rss_growth_kib": status["VmHWM"] - before,
         "exact_peak": exact_peak,
     }
@@ -139,7 +140,8 @@ def rows(result: dict[str, Any]) -> list[Row]:
     note = (
         f"median of {len(result['ours'])} rounds; ours/curl = {share:.2f}. The hook fsyncs the file before "
         f"moving it into place (curl -o does not): without that fsync ours is {unsynced:,.0f} MiB/s "
-        f"({unsynced / curl:.2f} of curl)"
+        f"({unsynced / curl:.2f} of curl); the hook's process was on a CPU "
+        f"{statistics.median(r['cpu_seconds'] / r['seconds'] for r in result['ours']):.0%} of the time"
     )
     if not all(r["exact_peak"] for r in result["ours"]):
         note += "; VmHWM could not be reset, peak growth is an upper bound"
