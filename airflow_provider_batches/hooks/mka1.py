@@ -652,9 +652,10 @@ class MKA1Hook(BaseHook):
         :param max_concurrency: most requests of the batch in flight at once (newer API only).
         :param idempotency_key: e.g. from :func:`idempotency_key_for`.
         """
-        body = self._batch_body(
-            input_file_id, endpoint, completion_window, metadata, max_concurrency, idempotency_key
-        )
+        body = {
+            "input_file_id": validate_id(input_file_id, "input file id"),
+            **self.batch_options(endpoint, completion_window, metadata, max_concurrency, idempotency_key),
+        }
         if idempotency_key is not None:
             found = self.find_batch(idempotency_key, input_file_id=input_file_id, endpoint=endpoint)
             if found is not None and found.status not in NO_REATTACH_STATUSES:
@@ -710,15 +711,19 @@ class MKA1Hook(BaseHook):
             time.sleep(delay)
 
     @staticmethod
-    def _batch_body(
-        input_file_id: str,
+    def batch_options(
         endpoint: str,
-        completion_window: str,
-        metadata: Mapping[str, str] | None,
-        max_concurrency: int | None,
-        idempotency_key: str | None,
+        completion_window: str = "24h",
+        metadata: Mapping[str, str] | None = None,
+        max_concurrency: int | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        validate_id(input_file_id, "input file id")
+        """
+        The body of ``POST /batches`` but for ``input_file_id``, checked: callers that upload the input
+        first (the operator) call it before uploading, so that a bad option costs no request.
+
+        :raises MKA1InvalidInputError: naming the bad option.
+        """
         if not isinstance(endpoint, str) or not endpoint.startswith("/") or not endpoint.isprintable():
             raise MKA1InvalidInputError(
                 f"Invalid endpoint {endpoint!r}: expected e.g. '/v1/chat/completions'."
@@ -732,11 +737,7 @@ class MKA1Hook(BaseHook):
             meta[key] = value
         if idempotency_key is not None:
             meta[IDEMPOTENCY_METADATA_KEY] = _http.validate_header_value(idempotency_key, "idempotency_key")
-        body: dict[str, Any] = {
-            "input_file_id": input_file_id,
-            "endpoint": endpoint,
-            "completion_window": completion_window,
-        }
+        body: dict[str, Any] = {"endpoint": endpoint, "completion_window": completion_window}
         if meta:
             body["metadata"] = meta
         if max_concurrency is not None:

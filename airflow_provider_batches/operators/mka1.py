@@ -197,6 +197,9 @@ class MKA1BatchOperator(BaseOperator):
             self.log.info("Attached to batch %s: %s.", batch.id, describe_batch(batch))
             return batch
         key = idempotency_key_for(context)
+        self.hook.batch_options(
+            self.endpoint, self.completion_window, self.metadata, self.max_concurrency, idempotency_key=key
+        )
         input_file_id = self.input_file_id
         if not input_file_id:
             if not self.input_path:

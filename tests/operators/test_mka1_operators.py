@@ -77,6 +77,21 @@ def test_creates_from_a_local_file_waits_and_pushes_its_xcoms(emulator, mka1_con
     assert emulator.calls(method="POST", path=UPLOADS) == 1
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"metadata": {"rows": 3}}, "metadata"),
+        ({"endpoint": "v1/embeddings"}, "endpoint"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+def test_bad_batch_options_fail_before_the_upload(emulator, mka1_conn, tmp_path, options, named) -> None:
+    path = write_requests(tmp_path / "requests.jsonl", 3)
+    with pytest.raises(MKA1InvalidInputError, match=named):
+        operator(input_path=str(path), **options).execute(make_context())
+    assert emulator.calls() == 0
+
+
 def test_a_retry_reattaches_instead_of_creating_a_second_batch(emulator, mka1_conn, tmp_path) -> None:
     path = write_requests(tmp_path / "requests.jsonl", 10)
     first_try, second_try = make_context(run_id="manual__retry"), make_context(run_id="manual__retry")
