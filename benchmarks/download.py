@@ -138,7 +138,7 @@ def rows(result: dict[str, Any]) -> list[Row]:
     b = f"download {result['size'] / MIB:,.0f} MiB"
     share = ours / curl
     note = (
-        f"median of {len(result['ours'])} rounds; ours/curl = {share:.2f}. The hook fsyncs the file before "
+        f"median of {len(result['ours'])} rounds; ours/curl = {share:.3f}. The hook fsyncs the file before "
         f"moving it into place (curl -o does not): without that fsync ours is {unsynced:,.0f} MiB/s "
         f"({unsynced / curl:.2f} of curl); the hook's process was on a CPU "
         f"{statistics.median(r['cpu_seconds'] / r['seconds'] for r in result['ours']):.0%} of the time"
