@@ -29,8 +29,6 @@ EVENT_TERMINAL = "terminal"
 EVENT_ERROR = "error"
 EVENT_TIMEOUT = "timeout"
 
-_QUICK_STATUSES = frozenset({BatchStatus.VALIDATING, BatchStatus.FINALIZING})
-
 
 class BatchPoller:
     """
@@ -39,11 +37,16 @@ class BatchPoller:
     It paces the polls, keeps the budget of consecutive transient errors, knows the deadline and logs
     each poll that changed something. It does no I/O: the caller fetches the batch and reports here.
 
-    Pace: ``poll_interval`` while the batch validates or finalizes; while it runs, about half the
-    remaining time estimated from the progress of ``request_counts`` since the first poll that saw it
-    running (doubling from the last interval while no progress shows); always within
-    ``[poll_interval, max_poll_interval]``, with +/-10% jitter so that many waits drift apart, and
-    never past the deadline.
+    Pace, always within ``[poll_interval, max_poll_interval]``, with +/-10% jitter so that many waits
+    drift apart, and never past the deadline:
+
+    - ``finalizing``: every ``poll_interval``, since completion comes next and the delay after it
+      should stay short;
+    - ``in_progress``: the remaining time estimated from the progress of ``request_counts`` since the
+      first poll that saw it running, so that the next poll lands about when the lines are done
+      (doubling from the last interval while no progress shows);
+    - ``validating`` and anything else (``cancelling``, a status not known yet): ``poll_interval`` on
+      entering it, then doubling while it lasts.
 
     :param batch_id: the batch waited on (for log lines).
     :param poll_interval: the shortest interval between polls, in seconds.
@@ -88,10 +91,11 @@ class BatchPoller:
         self.consecutive_errors = 0
         counts = batch.request_counts
         seen = (str(batch.status), counts.total, counts.completed, counts.failed)
+        same_status = self._last_seen is not None and self._last_seen[0] == seen[0]
         if seen != self._last_seen:
             self._last_seen = seen
             self.log.info("Batch %s: %s.", batch.id, describe_batch(batch))
-        self._interval = self._pace(batch)
+        self._interval = self._pace(batch, same_status)
 
     def observe_error(self, exc: BaseException) -> bool:
         """
@@ -137,13 +141,12 @@ class BatchPoller:
             return None
         return min(delay, remaining)
 
-    def _pace(self, batch: Batch) -> float:
+    def _pace(self, batch: Batch, same_status: bool) -> float:
         status = batch.status
-        if status in _QUICK_STATUSES:
+        if status == BatchStatus.FINALIZING:
             return self.poll_interval
         if status != BatchStatus.IN_PROGRESS:
-            # cancelling, or a status we do not know: no progress to read, back off gently.
-            return self._clamp(self._interval * 2)
+            return self._clamp(self._interval * 2) if same_status else self.poll_interval
         counts = batch.request_counts
         done = counts.completed + counts.failed
         now = self.clock()
@@ -153,11 +156,11 @@ class BatchPoller:
         anchor_time, anchor_done = self._progress_anchor
         if done <= anchor_done or now <= anchor_time or counts.total <= 0:
             return self._clamp(self._interval * 2)
-        # Half the remaining time at the rate seen since the anchor; exact arithmetic, since counts are
-        # ints of any size and a float division could overflow.
-        half_remaining = Fraction(max(counts.total - done, 0)) * Fraction(now - anchor_time)
-        half_remaining /= 2 * (done - anchor_done)
-        return self._clamp(float(min(half_remaining, Fraction(self.max_poll_interval))))
+        # The remaining time at the rate seen since the anchor; exact arithmetic, since counts are ints of
+        # any size and a float division could overflow.
+        remaining = Fraction(max(counts.total - done, 0)) * Fraction(now - anchor_time)
+        remaining /= done - anchor_done
+        return self._clamp(float(min(remaining, Fraction(self.max_poll_interval))))
 
     def _clamp(self, seconds: float) -> float:
         return min(max(seconds, self.poll_interval), self.max_poll_interval)

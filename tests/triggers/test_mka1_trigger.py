@@ -329,22 +329,25 @@ class FakeClock:
         return self.now
 
 
-def test_poller_polls_often_while_validating_and_stretches_with_progress() -> None:
+def test_poller_backs_off_while_validating_and_aims_at_the_end_of_the_lines() -> None:
     clock = FakeClock()
     poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
 
     poller.observe(_batch("validating"))
-    assert 5 <= poller.next_sleep() <= 5.5
+    assert 4.5 <= poller.next_sleep() <= 5.5
+    poller.observe(_batch("validating"))  # still validating: back off
+    assert 9 <= poller.next_sleep() <= 11
     poller.observe(_batch("in_progress", 1000, 0))  # first sight of progress: the anchor
-    assert 5 <= poller.next_sleep() <= 5.5
+    assert 4.5 <= poller.next_sleep() <= 5.5
     clock.now += 10
-    poller.observe(_batch("in_progress", 1000, 90, 10))  # 10 lines/s: 90 s left, poll in about 45
-    assert 40.5 <= poller.next_sleep() <= 49.5
-    clock.now += 45
-    poller.observe(_batch("in_progress", 1000, 540, 10))  # still 10 lines/s: 45 s left, poll in about 22
-    assert 20 <= poller.next_sleep() <= 25
-    poller.observe(_batch("finalizing", 1000, 990, 10))
-    assert 5 <= poller.next_sleep() <= 5.5
+    poller.observe(_batch("in_progress", 1000, 90, 10))  # 10 lines/s: 90 s left
+    assert 81 <= poller.next_sleep() <= 99
+    clock.now += 90
+    poller.observe(_batch("in_progress", 1000, 990, 0))  # 10 lines/s: 1 s left, but never under 5
+    assert 4.5 <= poller.next_sleep() <= 5.5
+    for _ in range(3):  # finalizing: completion comes next, keep the delay after it short
+        poller.observe(_batch("finalizing", 1000, 990, 10))
+        assert 4.5 <= poller.next_sleep() <= 5.5
 
 
 def test_poller_doubles_toward_the_maximum_while_nothing_moves() -> None:
@@ -366,9 +369,9 @@ def test_poller_jitters_within_bounds_and_never_sleeps_past_the_deadline() -> No
     poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
     poller.observe(_batch("in_progress", 1000, 0))
     clock.now += 10
-    poller.observe(_batch("in_progress", 1000, 100))
+    poller.observe(_batch("in_progress", 1000, 550))  # 55 lines/s: about 8.2 s left
     sleeps = {round(poller.next_sleep(), 3) for _ in range(200)}
-    assert len(sleeps) > 50 and min(sleeps) >= 40.5 and max(sleeps) <= 49.5
+    assert len(sleeps) > 50 and min(sleeps) >= 7.3 and max(sleeps) <= 9.1
 
     poller.deadline = clock.now + 3
     assert poller.next_sleep() == 3
