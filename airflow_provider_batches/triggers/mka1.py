@@ -40,13 +40,13 @@ class BatchPoller:
     Pace, always within ``[poll_interval, max_poll_interval]``, with +/-10% jitter so that many waits
     drift apart, and never past the deadline:
 
-    - ``finalizing``: every ``poll_interval``, since completion comes next and the delay after it
-      should stay short;
+    - ``validating`` and ``finalizing``: every ``poll_interval``, since they are short and what comes
+      next (the lines start, the batch completes) should be seen soon;
     - ``in_progress``: the remaining time estimated from the progress of ``request_counts`` since the
       first poll that saw it running, so that the next poll lands about when the lines are done
       (doubling from the last interval while no progress shows);
-    - ``validating`` and anything else (``cancelling``, a status not known yet): ``poll_interval`` on
-      entering it, then doubling while it lasts.
+    - anything else (``cancelling``, a status not known yet): ``poll_interval`` on entering it, then
+      doubling while it lasts.
 
     :param batch_id: the batch waited on (for log lines).
     :param poll_interval: the shortest interval between polls, in seconds.
@@ -143,7 +143,7 @@ class BatchPoller:
 
     def _pace(self, batch: Batch, same_status: bool) -> float:
         status = batch.status
-        if status == BatchStatus.FINALIZING:
+        if status in (BatchStatus.VALIDATING, BatchStatus.FINALIZING):
             return self.poll_interval
         if status != BatchStatus.IN_PROGRESS:
             return self._clamp(self._interval * 2) if same_status else self.poll_interval

@@ -329,14 +329,13 @@ class FakeClock:
         return self.now
 
 
-def test_poller_backs_off_while_validating_and_aims_at_the_end_of_the_lines() -> None:
+def test_poller_polls_often_while_validating_and_aims_at_the_end_of_the_lines() -> None:
     clock = FakeClock()
     poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
 
-    poller.observe(_batch("validating"))
-    assert 4.5 <= poller.next_sleep() <= 5.5
-    poller.observe(_batch("validating"))  # still validating: back off
-    assert 9 <= poller.next_sleep() <= 11
+    for _ in range(3):
+        poller.observe(_batch("validating"))
+        assert 4.5 <= poller.next_sleep() <= 5.5
     poller.observe(_batch("in_progress", 1000, 0))  # first sight of progress: the anchor
     assert 4.5 <= poller.next_sleep() <= 5.5
     clock.now += 10
@@ -362,6 +361,17 @@ def test_poller_doubles_toward_the_maximum_while_nothing_moves() -> None:
     assert 9 <= sleeps[0] <= 11
     assert 18 <= sleeps[1] <= 22
     assert all(27 <= s <= 30 for s in sleeps[2:])
+
+
+def test_poller_backs_off_in_a_status_it_cannot_read_progress_from() -> None:
+    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=30, clock=FakeClock())
+    sleeps = []
+    for _ in range(4):
+        poller.observe(_batch("cancelling"))
+        sleeps.append(poller.next_sleep())
+    assert (
+        4.5 <= sleeps[0] <= 5.5 and 9 <= sleeps[1] <= 11 and 18 <= sleeps[2] <= 22 and 27 <= sleeps[3] <= 30
+    )
 
 
 def test_poller_jitters_within_bounds_and_never_sleeps_past_the_deadline() -> None:
