@@ -6,15 +6,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 PYTEST_ARGS ?=
+# Pins for an Airflow version that breaks with today's packages, where there are any (see the file).
+CONSTRAINTS := $(wildcard .ci/constraints-$(AIRFLOW_VERSION).txt)
 
 .PHONY: venv test lint unit demo bench reliability clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]" \
+		$(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
