@@ -18,10 +18,10 @@ from airflow_provider_batches.exceptions import (
     MKA1NotFoundError,
 )
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
-from airflow_provider_batches.models import Batch, BatchStatus
+from airflow_provider_batches.models import BatchStatus
 from airflow_provider_batches.outcome import check_batch_outcome
 from tests.conftest import API_KEY, connection_json
-from tests.triggers.helpers import submit_batch, wait_for
+from tests.triggers.helpers import make_batch, submit_batch, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -98,23 +98,9 @@ def test_expired_says_whether_partial_output_exists(expiring_emulator, monkeypat
         check_batch_outcome(expired, max_failed_ratio=1.0)
 
 
-def _batch(status: str, **fields) -> Batch:
-    return Batch.model_validate(
-        {
-            "id": "batch_x",
-            "endpoint": "/v1/chat/completions",
-            "input_file_id": "file-x",
-            "completion_window": "24h",
-            "status": status,
-            "created_at": 0,
-            **fields,
-        }
-    )
-
-
 @pytest.mark.parametrize("status", ["validating", "in_progress", "finalizing", "cancelling", "paused_by_ops"])
 def test_anything_else_is_not_terminal(status: str) -> None:
-    assert check_batch_outcome(_batch(status), max_failed_ratio=0.0) is False
+    assert check_batch_outcome(make_batch(status), max_failed_ratio=0.0) is False
 
 
 def test_outcome_errors_are_final_and_api_errors_are_not() -> None:
@@ -131,4 +117,4 @@ def test_outcome_errors_are_final_and_api_errors_are_not() -> None:
 @pytest.mark.parametrize("ratio", [-0.1, 1.01, float("nan")])
 def test_max_failed_ratio_is_checked(ratio: float) -> None:
     with pytest.raises(ValueError, match="max_failed_ratio"):
-        check_batch_outcome(_batch("completed"), max_failed_ratio=ratio)
+        check_batch_outcome(make_batch("completed"), max_failed_ratio=ratio)

@@ -23,6 +23,22 @@ from airflow_provider_batches.models import Batch
 ENDPOINT = "/v1/chat/completions"
 
 
+def make_batch(status: str, total: int = 0, completed: int = 0, failed: int = 0, **fields: Any) -> Batch:
+    """A Batch as the API would answer it, without a server: for the outcome rule and the poller."""
+    return Batch.model_validate(
+        {
+            "id": "batch_x",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-x",
+            "completion_window": "24h",
+            "status": status,
+            "created_at": 0,
+            "request_counts": {"total": total, "completed": completed, "failed": failed},
+            **fields,
+        }
+    )
+
+
 def write_requests(
     path: Path, count: int = 5, *, fail: Iterable[int] = (), invalid: Iterable[int] = ()
 ) -> Path:

@@ -21,7 +21,7 @@ from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import check_batch_outcome
 from airflow_provider_batches.triggers.mka1 import BatchPoller, MKA1BatchTrigger, batch_from_event
 from tests.conftest import API_KEY, connection_json
-from tests.triggers.helpers import run_trigger, submit_batch, wait_for
+from tests.triggers.helpers import make_batch, run_trigger, submit_batch, wait_for
 
 BATCHES = "/api/v1/llm/batches/*"
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.3}
@@ -307,20 +307,6 @@ async def test_polling_a_slow_api_never_blocks_the_event_loop(emulator, mka1_con
 # -- the polling policy ---------------------------------------------------------------------------
 
 
-def _batch(status: str, total: int = 0, completed: int = 0, failed: int = 0) -> Batch:
-    return Batch.model_validate(
-        {
-            "id": "batch_x",
-            "endpoint": "/v1/chat/completions",
-            "input_file_id": "file-x",
-            "completion_window": "24h",
-            "status": status,
-            "created_at": 0,
-            "request_counts": {"total": total, "completed": completed, "failed": failed},
-        }
-    )
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -334,29 +320,29 @@ def test_poller_polls_often_while_validating_and_aims_at_the_end_of_the_lines() 
     poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
 
     for _ in range(3):
-        poller.observe(_batch("validating"))
+        poller.observe(make_batch("validating"))
         assert 4.5 <= poller.next_sleep() <= 5.5
-    poller.observe(_batch("in_progress", 1000, 0))  # first sight of progress: the anchor
+    poller.observe(make_batch("in_progress", 1000, 0))  # first sight of progress: the anchor
     assert 4.5 <= poller.next_sleep() <= 5.5
     clock.now += 10
-    poller.observe(_batch("in_progress", 1000, 90, 10))  # 10 lines/s: 90 s left
+    poller.observe(make_batch("in_progress", 1000, 90, 10))  # 10 lines/s: 90 s left
     assert 81 <= poller.next_sleep() <= 99
     clock.now += 90
-    poller.observe(_batch("in_progress", 1000, 990, 0))  # 10 lines/s: 1 s left, but never under 5
+    poller.observe(make_batch("in_progress", 1000, 990, 0))  # 10 lines/s: 1 s left, but never under 5
     assert 4.5 <= poller.next_sleep() <= 5.5
     for _ in range(3):  # finalizing: completion comes next, keep the delay after it short
-        poller.observe(_batch("finalizing", 1000, 990, 10))
+        poller.observe(make_batch("finalizing", 1000, 990, 10))
         assert 4.5 <= poller.next_sleep() <= 5.5
 
 
 def test_poller_doubles_toward_the_maximum_while_nothing_moves() -> None:
     clock = FakeClock()
     poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=30, clock=clock)
-    poller.observe(_batch("in_progress", 1000, 0))
+    poller.observe(make_batch("in_progress", 1000, 0))
     sleeps = []
     for _ in range(5):
         clock.now += 10
-        poller.observe(_batch("in_progress", 1000, 0))
+        poller.observe(make_batch("in_progress", 1000, 0))
         sleeps.append(poller.next_sleep())
     assert 9 <= sleeps[0] <= 11
     assert 18 <= sleeps[1] <= 22
@@ -367,7 +353,7 @@ def test_poller_backs_off_in_a_status_it_cannot_read_progress_from() -> None:
     poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=30, clock=FakeClock())
     sleeps = []
     for _ in range(4):
-        poller.observe(_batch("cancelling"))
+        poller.observe(make_batch("cancelling"))
         sleeps.append(poller.next_sleep())
     assert (
         4.5 <= sleeps[0] <= 5.5 and 9 <= sleeps[1] <= 11 and 18 <= sleeps[2] <= 22 and 27 <= sleeps[3] <= 30
@@ -377,9 +363,9 @@ def test_poller_backs_off_in_a_status_it_cannot_read_progress_from() -> None:
 def test_poller_jitters_within_bounds_and_never_sleeps_past_the_deadline() -> None:
     clock = FakeClock()
     poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
-    poller.observe(_batch("in_progress", 1000, 0))
+    poller.observe(make_batch("in_progress", 1000, 0))
     clock.now += 10
-    poller.observe(_batch("in_progress", 1000, 550))  # 55 lines/s: about 8.2 s left
+    poller.observe(make_batch("in_progress", 1000, 550))  # 55 lines/s: about 8.2 s left
     sleeps = {round(poller.next_sleep(), 3) for _ in range(200)}
     assert len(sleeps) > 50 and min(sleeps) >= 7.3 and max(sleeps) <= 9.1
 
@@ -394,7 +380,7 @@ def test_poller_error_budget_counts_consecutive_transient_errors_only() -> None:
     transient = MKA1ServerError(503, "try later", method="GET", path="/batches/batch_x", request_id="r1")
 
     assert poller.observe_error(transient) and poller.observe_error(transient)
-    poller.observe(_batch("in_progress", 10, 1))  # a good poll resets the count
+    poller.observe(make_batch("in_progress", 10, 1))  # a good poll resets the count
     assert poller.observe_error(transient) and poller.observe_error(transient)
     assert 1.8 <= poller.next_sleep() <= 2.2  # backs off after errors
     assert not poller.observe_error(transient)
