@@ -56,13 +56,18 @@ def test_sensor_example_in_reschedule_mode(airflow_home: AirflowHome, tmp_path) 
     assert xcoms[("count_answers", "return_value")] == 10
 
 
+def _json_table(output: str) -> list[dict]:
+    # Airflow 3.0 prints its own log lines on stdout ahead of the table.
+    return json.loads(next(line for line in output.splitlines() if line.startswith("[{")))
+
+
 def test_airflow_knows_the_provider_and_its_connection_type(airflow_home: AirflowHome) -> None:
     listed = airflow_home.run("providers", "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr[-3000:]
-    (provider,) = [p for p in json.loads(listed.stdout) if p["package_name"] == "airflow-provider-batches"]
+    (provider,) = [p for p in _json_table(listed.stdout) if p["package_name"] == "airflow-provider-batches"]
     assert provider["version"]
     hooks = airflow_home.run("providers", "hooks", "-o", "json")
     assert hooks.returncode == 0, hooks.stderr[-3000:]
-    (mka1,) = [h for h in json.loads(hooks.stdout) if h["connection_type"] == "mka1"]
+    (mka1,) = [h for h in _json_table(hooks.stdout) if h["connection_type"] == "mka1"]
     assert mka1["class"] == "airflow_provider_batches.hooks.mka1.MKA1Hook"
     assert mka1["hook_name"] == "MKA1"
