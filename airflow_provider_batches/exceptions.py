@@ -1,5 +1,6 @@
 """
-The provider's one error tree.
+The provider's one error tree, and which of its errors are worth trying again; it never does I/O and
+imports nothing of ours but the constants (it is a leaf every other module may import).
 
 Every error carries its facts as attributes (status code, the server's message, the ``X-Request-ID``,
 the call); callers branch on the class and read attributes, never parse a message. Messages are written
@@ -12,6 +13,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from airflow_provider_batches.constants import RETRYABLE_STATUSES
 
 if TYPE_CHECKING:
     from airflow_provider_batches.models import Batch
@@ -181,20 +184,18 @@ def _rebuild(cls: type[BaseException], state: dict[str, Any], text: str) -> Base
 
 def is_transient(exc: BaseException) -> bool:
     """
-    Whether ``exc`` is worth trying again later: the verdict of the retry rule in
-    :mod:`airflow_provider_batches._http`, which is its only definition.
+    Whether ``exc`` is worth trying again later (the retry rule's verdict on an error; its statuses are
+    :data:`~airflow_provider_batches.constants.RETRYABLE_STATUSES`).
 
     :param exc: an error raised by :class:`~airflow_provider_batches.hooks.mka1.MKA1Hook` (or a bare
         network error from elsewhere).
     """
-    from airflow_provider_batches._http import is_retryable_status
-
     if isinstance(exc, MKA1ConnectionError):
         return True
     if isinstance(exc, MKA1InvalidResponseError):
         return False
     if isinstance(exc, MKA1APIError):
-        return is_retryable_status(exc.status_code)
+        return exc.status_code in RETRYABLE_STATUSES
     if isinstance(exc, MKA1Error):
         return False
     return isinstance(exc, (ConnectionError, TimeoutError))

@@ -1,19 +1,28 @@
-"""Provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+"""
+Provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``), and the
+one definition of the connection form; it imports only the constants, so reading it costs nothing.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airflow_provider_batches import __version__
+from airflow_provider_batches.constants import (
+    CONNECTION_TYPE,
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BASE_PATH,
+    DEFAULT_BASE_URL,
+    DEFAULT_CONN_ID,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+)
 
-# The one definition of the connection form: Airflow 3.2+ reads it from here without importing the hook;
-# the hook's get_connection_form_widgets / get_ui_field_behaviour build 2.11-3.1's form from the same data.
-CONNECTION_TYPE = "mka1"
-DEFAULT_CONN_ID = "mka1_default"
-DEFAULT_BASE_URL = "https://apigw.mka1.com"
-DEFAULT_BASE_PATH = "/api/v1/llm"
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 5
+__all__ = ["CONNECTION_TYPE", "CONN_FIELDS", "DEFAULT_CONN_ID", "UI_FIELD_BEHAVIOUR", "get_provider_info"]
+
+# Every connection extra, declared once: Airflow 3.2+ reads the form from here without importing the hook;
+# the hook's get_connection_form_widgets / get_ui_field_behaviour build 2.11-3.1's form from the same data,
+# and settings.settings_from_connection reads exactly these names.
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "on_behalf_of": {
@@ -35,9 +44,20 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Retries of a transient failure (429, 5xx, network) per call.",
         "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_RETRIES, "minimum": 0},
     },
+    "backoff_base": {
+        "label": "Retry backoff base (seconds)",
+        "description": "First ceiling of the exponential backoff between retries, doubled per retry.",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_BACKOFF_BASE, "exclusiveMinimum": 0},
+    },
     "verify": {
         "label": "Verify TLS certificates",
         "schema": {"type": ["boolean", "null"], "default": True},
+    },
+    "scheme": {
+        "label": "Scheme",
+        "description": "http or https, for a host given without one (default: http for this machine, "
+        "https otherwise).",
+        "schema": {"type": ["string", "null"], "enum": ["http", "https", None]},
     },
 }
 
@@ -46,6 +66,32 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "relabeling": {"host": "Base URL", "password": "API key"},
     "placeholders": {"host": DEFAULT_BASE_URL, "password": "mka1-..."},
 }
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """The extra fields of Airflow 2.11-3.1's connection form (wtforms), built from ``CONN_FIELDS``."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from wtforms import IntegerField, StringField
+    from wtforms.validators import NumberRange, Optional
+
+    widgets: dict[str, Any] = {}
+    for name, spec in CONN_FIELDS.items():
+        schema = spec["schema"]
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        options = {"description": spec.get("description", ""), "default": schema.get("default")}
+        if "boolean" in kinds:
+            # Text, not a checkbox: an unticked box saves nothing (so "false" could never be set),
+            # and verify also takes the path of a CA bundle.
+            options["description"] = options["description"] or "true, false or the path of a CA bundle"
+            widgets[name] = StringField(spec["label"], widget=BS3TextFieldWidget(), **options)
+        elif "integer" in kinds:
+            validators = [Optional(), NumberRange(min=schema.get("minimum"))]
+            widgets[name] = IntegerField(
+                spec["label"], validators=validators, widget=BS3TextFieldWidget(), **options
+            )
+        else:
+            widgets[name] = StringField(spec["label"], widget=BS3TextFieldWidget(), **options)
+    return widgets
 
 
 def get_provider_info() -> dict[str, Any]:

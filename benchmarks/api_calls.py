@@ -130,12 +130,13 @@ def _patch(clock: SimClock) -> None:
     """Point the trigger modules' ``asyncio.sleep`` and clocks at the simulated clock."""
     from airflow.providers.openai.triggers import openai as openai_triggers
 
+    from airflow_provider_batches import polling
     from airflow_provider_batches.triggers import mka1 as our_triggers
 
     for module in (our_triggers, openai_triggers):
         module.asyncio = _Shim(asyncio, sleep=clock.sleep)  # type: ignore[attr-defined]
         module.time = _Shim(time, time=clock.time, monotonic=clock.monotonic)  # type: ignore[attr-defined]
-    poller = getattr(our_triggers, "BatchPoller", None)
+    poller = getattr(polling, "BatchPoller", None)
     defaults = getattr(getattr(poller, "__init__", None), "__kwdefaults__", None)
     if not defaults or "clock" not in defaults:
         # Without it our poller would pace itself by the real clock: the figures would be nonsense.

@@ -1,4 +1,8 @@
-"""Submit or attach to an MKA1 batch and wait for it; download a file: the MKA1 operators."""
+"""
+The MKA1 operators: submit or attach to a batch and wait for it (:class:`MKA1BatchOperator`), download a
+file (:class:`MKA1DownloadFileOperator`). They ask the hook for every call and rule; they decide nothing
+about reattaching or retries.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator, conf
 
-from airflow_provider_batches.exceptions import MKA1Error, MKA1InvalidInputError
-from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
-from airflow_provider_batches.models import NO_REATTACH_STATUSES, Batch
-from airflow_provider_batches.outcome import check_batch_outcome, describe_batch, validate_max_failed_ratio
-from airflow_provider_batches.triggers.mka1 import (
+from airflow_provider_batches.constants import (
+    DEFAULT_COMPLETION_WINDOW,
     DEFAULT_CONN_ID,
+    DEFAULT_ENDPOINT,
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    EVENT_TIMEOUT,
-    BatchPoller,
-    MKA1BatchTrigger,
-    batch_from_event,
 )
+from airflow_provider_batches.exceptions import MKA1Error, MKA1InvalidInputError
+from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
+from airflow_provider_batches.models import Batch
+from airflow_provider_batches.outcome import check_batch_outcome, describe_batch, validate_max_failed_ratio
+from airflow_provider_batches.polling import WaitOptions
+from airflow_provider_batches.triggers.mka1 import EVENT_TIMEOUT, MKA1BatchTrigger, batch_from_event
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
@@ -32,15 +36,6 @@ if TYPE_CHECKING:
 XCOM_BATCH_ID = "batch_id"
 XCOM_ERROR_FILE_ID = "error_file_id"
 XCOM_REQUEST_COUNTS = "request_counts"
-
-
-def _seconds(value: timedelta | float | None, name: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return seconds
 
 
 class MKA1BatchOperator(BaseOperator):
@@ -104,10 +99,10 @@ class MKA1BatchOperator(BaseOperator):
         batch_id: str | None = None,
         input_file_id: str | None = None,
         input_path: str | os.PathLike[str] | ObjectStoragePath | None = None,
-        endpoint: str = "/v1/chat/completions",
+        endpoint: str = DEFAULT_ENDPOINT,
         metadata: dict[str, str] | None = None,
         max_concurrency: int | None = None,
-        completion_window: str = "24h",
+        completion_window: str = DEFAULT_COMPLETION_WINDOW,
         mka1_conn_id: str = DEFAULT_CONN_ID,
         on_behalf_of: str | None = None,
         wait_for_completion: bool = True,
@@ -138,9 +133,18 @@ class MKA1BatchOperator(BaseOperator):
         self.on_behalf_of = on_behalf_of
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = _seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
-        self.max_poll_interval = _seconds(max_poll_interval, "max_poll_interval") or DEFAULT_MAX_POLL_INTERVAL
-        self.timeout = _seconds(timeout, "timeout")
+        wait = WaitOptions.of(
+            mka1_conn_id=mka1_conn_id,
+            on_behalf_of=on_behalf_of,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            timeout=timeout,
+            error_budget=error_budget,
+            cancel_on_kill=cancel_on_kill,
+        )
+        self.poll_interval = wait.poll_interval
+        self.max_poll_interval = wait.max_poll_interval
+        self.timeout = wait.timeout
         self.error_budget = error_budget
         self.max_failed_ratio = validate_max_failed_ratio(max_failed_ratio)
         self.cancel_on_kill = cancel_on_kill
@@ -159,23 +163,14 @@ class MKA1BatchOperator(BaseOperator):
             return batch.output_file_id
         if self.deferrable and not batch.is_terminal:
             self.defer(
-                trigger=MKA1BatchTrigger(
-                    batch_id=batch.id,
-                    mka1_conn_id=self.mka1_conn_id,
-                    on_behalf_of=self.on_behalf_of,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    deadline=time.time() + self.timeout if self.timeout is not None else None,
-                    error_budget=self.error_budget,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
+                trigger=self._wait_options().trigger(MKA1BatchTrigger, batch_id=batch.id),
                 method_name="execute_complete",
             )
         return self._finish(context, self._wait(batch))
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> str | None:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str | None:
         """Turn the trigger's event into the task's result: the batch's ``output_file_id``."""
-        if event.get("status") == EVENT_TIMEOUT:
+        if isinstance(event, dict) and event.get("status") == EVENT_TIMEOUT:
             raise MKA1Error(f"Timed out waiting for the batch: {event.get('message')}")
         return self._finish(context, batch_from_event(event))
 
@@ -196,43 +191,34 @@ class MKA1BatchOperator(BaseOperator):
             batch = self.hook.get_batch(self.batch_id)
             self.log.info("Attached to batch %s: %s.", batch.id, describe_batch(batch))
             return batch
-        key = idempotency_key_for(context)
-        self.hook.batch_options(
-            self.endpoint, self.completion_window, self.metadata, self.max_concurrency, idempotency_key=key
-        )
-        input_file_id = self.input_file_id
-        if not input_file_id:
-            if not self.input_path:
-                raise MKA1InvalidInputError("No batch_id, input_file_id or input_path to start from.")
-            # Looked for before uploading, so that a retry does not upload the file again; the same rule
-            # as create_batch's: a failed, expired or cancelled batch is not reattached to.
-            existing = self.hook.find_batch(key, endpoint=self.endpoint)
-            if existing is not None and existing.status not in NO_REATTACH_STATUSES:
-                self.log.info("Reattached to batch %s created by an earlier try.", existing.id)
-                return existing
-            uploaded = self.hook.upload_file(self.input_path, purpose="batch")
-            self.log.info("Uploaded %s as file %s (%d bytes).", self.input_path, uploaded.id, uploaded.bytes)
-            input_file_id = uploaded.id
-        batch = self.hook.create_batch(
-            input_file_id,
+        if not self.input_file_id and not self.input_path:
+            raise MKA1InvalidInputError("No batch_id, input_file_id or input_path to start from.")
+        batch = self.hook.submit_batch(
             self.endpoint,
+            input_file_id=self.input_file_id or None,
+            input_path=None if self.input_file_id else self.input_path,
             completion_window=self.completion_window,
             metadata=self.metadata,
             max_concurrency=self.max_concurrency,
-            idempotency_key=key,
+            idempotency_key=idempotency_key_for(context),
         )
-        self.log.info("Batch %s for file %s: %s.", batch.id, input_file_id, describe_batch(batch))
+        self.log.info("Batch %s for file %s: %s.", batch.id, batch.input_file_id, describe_batch(batch))
         return batch
 
-    def _wait(self, batch: Batch) -> Batch:
-        poller = BatchPoller(
-            batch.id,
+    def _wait_options(self) -> WaitOptions:
+        # Read at run time: the attributes may have been changed (or templated) since __init__.
+        return WaitOptions.of(
+            mka1_conn_id=self.mka1_conn_id,
+            on_behalf_of=self.on_behalf_of,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
+            timeout=self.timeout,
             error_budget=self.error_budget,
-            deadline=time.time() + self.timeout if self.timeout is not None else None,
-            logger=self.log,
+            cancel_on_kill=self.cancel_on_kill,
         )
+
+    def _wait(self, batch: Batch) -> Batch:
+        poller = self._wait_options().poller(batch.id, logger=self.log)
         poller.observe(batch)
         self._waiting_on = batch.id
         try:

@@ -1,8 +1,7 @@
-"""Wait for an MKA1 batch to finish: :class:`MKA1BatchSensor`."""
+"""Wait for an MKA1 batch to finish: :class:`MKA1BatchSensor`. It never creates or cancels a batch itself."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -16,17 +15,16 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_batches.exceptions import MKA1Error, is_transient
-from airflow_provider_batches.hooks.mka1 import MKA1Hook
-from airflow_provider_batches.outcome import check_batch_outcome, describe_batch, validate_max_failed_ratio
-from airflow_provider_batches.triggers.mka1 import (
+from airflow_provider_batches.constants import (
     DEFAULT_CONN_ID,
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
-    EVENT_TIMEOUT,
-    MKA1BatchTrigger,
-    batch_from_event,
 )
+from airflow_provider_batches.exceptions import MKA1Error, is_transient
+from airflow_provider_batches.hooks.mka1 import MKA1Hook
+from airflow_provider_batches.outcome import check_batch_outcome, describe_batch, validate_max_failed_ratio
+from airflow_provider_batches.polling import WaitOptions, seconds
+from airflow_provider_batches.triggers.mka1 import EVENT_TIMEOUT, MKA1BatchTrigger, batch_from_event
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -81,9 +79,7 @@ class MKA1BatchSensor(BaseSensorOperator):
         self.on_behalf_of = on_behalf_of
         self.max_failed_ratio = validate_max_failed_ratio(max_failed_ratio)
         self.deferrable = deferrable
-        if isinstance(max_poll_interval, timedelta):
-            max_poll_interval = max_poll_interval.total_seconds()
-        self.max_poll_interval = float(max_poll_interval)
+        self.max_poll_interval = seconds(max_poll_interval, "max_poll_interval") or DEFAULT_MAX_POLL_INTERVAL
         self.error_budget = error_budget
         self.cancel_on_kill = cancel_on_kill
 
@@ -111,23 +107,22 @@ class MKA1BatchSensor(BaseSensorOperator):
         done = self.poke(context)
         if isinstance(done, PokeReturnValue):
             return done.xcom_value
+        wait = WaitOptions.of(
+            mka1_conn_id=self.mka1_conn_id,
+            on_behalf_of=self.on_behalf_of,
+            poll_interval=self.poke_interval,
+            max_poll_interval=self.max_poll_interval,
+            timeout=self.timeout,
+            error_budget=self.error_budget,
+            cancel_on_kill=self.cancel_on_kill,
+        )
         self.defer(
-            trigger=MKA1BatchTrigger(
-                batch_id=self.batch_id,
-                mka1_conn_id=self.mka1_conn_id,
-                on_behalf_of=self.on_behalf_of,
-                poll_interval=self.poke_interval,
-                max_poll_interval=self.max_poll_interval,
-                deadline=time.time() + self.timeout,
-                error_budget=self.error_budget,
-                cancel_on_kill=self.cancel_on_kill,
-            ),
-            method_name="execute_complete",
+            trigger=wait.trigger(MKA1BatchTrigger, batch_id=self.batch_id), method_name="execute_complete"
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Turn the trigger's event into the sensor's result: the final batch as a dict."""
-        if event.get("status") == EVENT_TIMEOUT:
+        if isinstance(event, dict) and event.get("status") == EVENT_TIMEOUT:
             message = f"Sensor has timed out: {event.get('message')}"
             if self.soft_fail:
                 raise AirflowSkipException(message)

@@ -1,28 +1,46 @@
-"""Deferrable wait on an MKA1 batch: :class:`MKA1BatchTrigger` and the polling policy it shares."""
+"""
+Deferrable waits in the triggerer: :class:`MKA1BaseTrigger` (what every MKA1 trigger shares: its
+connection, the hook on the loop's shared session, serialization) and :class:`MKA1BatchTrigger` (one
+batch), and the reading of their events. The pace of a wait is :mod:`~airflow_provider_batches.polling`'s;
+whether a batch succeeded is :mod:`~airflow_provider_batches.outcome`'s, never decided here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import time
-from collections.abc import AsyncIterator, Callable
-from fractions import Fraction
+from collections.abc import AsyncIterator
 from functools import cached_property
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_batches.exceptions import MKA1Error, error_from_event, error_to_event, is_transient
+from airflow_provider_batches.constants import (
+    DEFAULT_CONN_ID,
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+)
+from airflow_provider_batches.exceptions import MKA1Error, error_from_event, error_to_event
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import describe_batch
+from airflow_provider_batches.polling import BatchPoller
 
-DEFAULT_CONN_ID = "mka1_default"
-DEFAULT_POLL_INTERVAL = 30.0
-DEFAULT_MAX_POLL_INTERVAL = 300.0
-DEFAULT_ERROR_BUDGET = 10
-POLL_JITTER = 0.1
+__all__ = [
+    "DEFAULT_CONN_ID",
+    "DEFAULT_ERROR_BUDGET",
+    "DEFAULT_MAX_POLL_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "EVENT_ERROR",
+    "EVENT_SUCCESS",
+    "EVENT_TERMINAL",
+    "EVENT_TIMEOUT",
+    "BatchPoller",
+    "MKA1BaseTrigger",
+    "MKA1BatchTrigger",
+    "batch_from_event",
+]
 
 EVENT_SUCCESS = "success"
 EVENT_TERMINAL = "terminal"
@@ -30,150 +48,16 @@ EVENT_ERROR = "error"
 EVENT_TIMEOUT = "timeout"
 
 
-class BatchPoller:
-    """
-    The polling policy of one wait on a batch, shared by the trigger (async) and the operator (sync).
-
-    It paces the polls, keeps the budget of consecutive transient errors, knows the deadline and logs
-    each poll that changed something. It does no I/O: the caller fetches the batch and reports here.
-
-    Pace, always within ``[poll_interval, max_poll_interval]``, with +/-10% jitter so that many waits
-    drift apart, and never past the deadline:
-
-    - ``validating`` and ``finalizing``: every ``poll_interval``, since they are short and what comes
-      next (the lines start, the batch completes) should be seen soon;
-    - ``in_progress``: the remaining time estimated from the progress of ``request_counts`` since the
-      first poll that saw it running, so that the next poll lands about when the lines are done
-      (doubling from the last interval while no progress shows);
-    - anything else (``cancelling``, a status not known yet): ``poll_interval`` on entering it, then
-      doubling while it lasts.
-
-    :param batch_id: the batch waited on (for log lines).
-    :param poll_interval: the shortest interval between polls, in seconds.
-    :param max_poll_interval: the longest interval between polls, in seconds.
-    :param error_budget: consecutive transient errors tolerated; the next one ends the wait.
-    :param deadline: absolute end of the wait (Unix seconds), or ``None`` for no deadline.
-    :param logger: where progress and errors are logged (a logging or structlog logger; the task's log).
-    :param clock: wall clock, Unix seconds (a parameter for tests).
-    """
-
-    def __init__(
-        self,
-        batch_id: str,
-        *,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-        error_budget: int = DEFAULT_ERROR_BUDGET,
-        deadline: float | None = None,
-        logger: Any = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
-        if error_budget < 0:
-            raise ValueError(f"error_budget must be 0 or more, got {error_budget!r}")
-        self.batch_id = batch_id
-        self.poll_interval = float(poll_interval)
-        self.max_poll_interval = max(float(max_poll_interval), self.poll_interval)
-        self.error_budget = error_budget
-        self.deadline = deadline
-        self.log = logger or logging.getLogger(__name__)
-        self.clock = clock
-        self.batch: Batch | None = None
-        self.consecutive_errors = 0
-        self._interval = self.poll_interval
-        self._last_seen: tuple[object, ...] | None = None
-        self._progress_anchor: tuple[float, int] | None = None
-
-    def observe(self, batch: Batch) -> None:
-        """Record a successful poll: log what changed and choose the next interval."""
-        self.batch = batch
-        self.consecutive_errors = 0
-        counts = batch.request_counts
-        seen = (str(batch.status), counts.total, counts.completed, counts.failed)
-        same_status = self._last_seen is not None and self._last_seen[0] == seen[0]
-        if seen != self._last_seen:
-            self._last_seen = seen
-            self.log.info("Batch %s: %s.", batch.id, describe_batch(batch))
-        self._interval = self._pace(batch, same_status)
-
-    def observe_error(self, exc: BaseException) -> bool:
-        """
-        Record a failed poll.
-
-        :return: ``True`` if the wait goes on (a transient error within the budget), ``False`` if it must
-            end: the error is permanent or the budget of consecutive transient errors is spent.
-        """
-        if not is_transient(exc):
-            self.log.error("Polling batch %s failed with a permanent error: %s", self.batch_id, exc)
-            return False
-        self.consecutive_errors += 1
-        if self.consecutive_errors > self.error_budget:
-            self.log.error(
-                "Polling batch %s failed %d times in a row (error_budget=%d); giving up: %s",
-                self.batch_id,
-                self.consecutive_errors,
-                self.error_budget,
-                exc,
-            )
-            return False
-        self.log.warning(
-            "Polling batch %s failed (%d of %d tolerated in a row), will try again: %s",
-            self.batch_id,
-            self.consecutive_errors,
-            self.error_budget,
-            exc,
-        )
-        backoff = self.poll_interval * 2 ** min(self.consecutive_errors - 1, 32)
-        self._interval = min(backoff, self.max_poll_interval)
-        return True
-
-    def next_sleep(self) -> float | None:
-        """Seconds to wait before the next poll, or ``None`` once the deadline has passed."""
-        base = self._interval
-        low = max(self.poll_interval, base * (1 - POLL_JITTER))
-        high = min(self.max_poll_interval, base * (1 + POLL_JITTER))
-        delay = random.uniform(low, high) if high > low else base
-        if self.deadline is None:
-            return delay
-        remaining = self.deadline - self.clock()
-        if remaining <= 0:
-            return None
-        return min(delay, remaining)
-
-    def _pace(self, batch: Batch, same_status: bool) -> float:
-        status = batch.status
-        if status in (BatchStatus.VALIDATING, BatchStatus.FINALIZING):
-            return self.poll_interval
-        if status != BatchStatus.IN_PROGRESS:
-            return self._clamp(self._interval * 2) if same_status else self.poll_interval
-        counts = batch.request_counts
-        done = counts.completed + counts.failed
-        now = self.clock()
-        if self._progress_anchor is None:
-            self._progress_anchor = (now, done)
-            return self.poll_interval
-        anchor_time, anchor_done = self._progress_anchor
-        if done <= anchor_done or now <= anchor_time or counts.total <= 0:
-            return self._clamp(self._interval * 2)
-        # The remaining time at the rate seen since the anchor; exact arithmetic, since counts are ints of
-        # any size and a float division could overflow.
-        remaining = Fraction(max(counts.total - done, 0)) * Fraction(now - anchor_time)
-        remaining /= done - anchor_done
-        return self._clamp(float(min(remaining, Fraction(self.max_poll_interval))))
-
-    def _clamp(self, seconds: float) -> float:
-        return min(max(seconds, self.poll_interval), self.max_poll_interval)
-
-
-def batch_from_event(event: dict[str, Any]) -> Batch:
+def batch_from_event(event: dict[str, Any] | None) -> Batch:
     """
     Return the final batch of a ``success`` or ``terminal`` trigger event.
 
     :raises MKA1Error: for an ``error`` event, the error the trigger met (same class, status code and
-        request id); for an event without a batch, a plain one. ``timeout`` events are the caller's to
-        handle before calling this.
+        request id); for a missing event or one without a batch, a plain one. ``timeout`` events are the
+        caller's to handle before calling this.
     """
+    if not isinstance(event, dict):
+        raise MKA1Error(f"The task resumed without an event from its trigger (got {event!r}).")
     status = event.get("status")
     if status in (EVENT_SUCCESS, EVENT_TERMINAL) and event.get("batch"):
         return Batch.model_validate(event["batch"])
@@ -188,7 +72,44 @@ def batch_from_event(event: dict[str, Any]) -> Batch:
     raise exc
 
 
-class MKA1BatchTrigger(BaseTrigger):
+class MKA1BaseTrigger(BaseTrigger):
+    """
+    What every MKA1 trigger shares: the connection (never the key itself), a hook on the running loop's
+    shared session that is released when ``run()`` ends, and ``serialize()`` from the constructor's
+    keyword arguments. A subclass stores its arguments in ``self.kwargs`` and yields its events from
+    :meth:`wait`.
+
+    :param mka1_conn_id: the MKA1 connection id.
+    :param on_behalf_of: end-user id sent as ``X-On-Behalf-Of``; ``None`` uses the connection's.
+    """
+
+    def __init__(self, *, mka1_conn_id: str = DEFAULT_CONN_ID, on_behalf_of: str | None = None) -> None:
+        super().__init__()
+        self.mka1_conn_id = mka1_conn_id
+        self.on_behalf_of = on_behalf_of
+        self.kwargs: dict[str, Any] = {"mka1_conn_id": mka1_conn_id, "on_behalf_of": on_behalf_of}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.kwargs)
+
+    @cached_property
+    def hook(self) -> MKA1Hook:
+        return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async for event in self.wait():
+                yield event
+        finally:
+            # Releases this wait's share of the session; the last wait on the loop closes it.
+            await self.hook.aclose()
+
+    def wait(self) -> AsyncIterator[TriggerEvent]:
+        """The trigger's events (one, for a wait)."""
+        raise NotImplementedError
+
+
+class MKA1BatchTrigger(MKA1BaseTrigger):
     """
     Wait in the triggerer until an MKA1 batch is terminal, the deadline passes or polling fails for good.
 
@@ -223,45 +144,24 @@ class MKA1BatchTrigger(BaseTrigger):
         error_budget: int = DEFAULT_ERROR_BUDGET,
         cancel_on_kill: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(mka1_conn_id=mka1_conn_id, on_behalf_of=on_behalf_of)
         self.batch_id = batch_id
-        self.mka1_conn_id = mka1_conn_id
-        self.on_behalf_of = on_behalf_of
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.deadline = deadline
         self.error_budget = error_budget
         self.cancel_on_kill = cancel_on_kill
         self._last_batch: Batch | None = None
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "batch_id": self.batch_id,
-                "mka1_conn_id": self.mka1_conn_id,
-                "on_behalf_of": self.on_behalf_of,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "deadline": self.deadline,
-                "error_budget": self.error_budget,
-                "cancel_on_kill": self.cancel_on_kill,
-            },
+        self.kwargs.update(
+            batch_id=batch_id,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            deadline=deadline,
+            error_budget=error_budget,
+            cancel_on_kill=cancel_on_kill,
         )
 
-    @cached_property
-    def hook(self) -> MKA1Hook:
-        return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        try:
-            async for event in self._wait():
-                yield event
-        finally:
-            # Releases this wait's share of the session; the last wait on the loop closes it.
-            await self.hook.aclose()
-
-    async def _wait(self) -> AsyncIterator[TriggerEvent]:
+    async def wait(self) -> AsyncIterator[TriggerEvent]:
         poller = BatchPoller(
             self.batch_id,
             poll_interval=self.poll_interval,

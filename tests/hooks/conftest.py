@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_batches._http import RetryPolicy
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import Batch, FileObject
+from airflow_provider_batches.retry import RetryPolicy
 
 # Quick retries so that the fault tests do not sleep; Retry-After up to 3 s is still honoured.
 FAST_RETRIES = RetryPolicy(max_retries=5, backoff_base=0.01, backoff_cap=0.05, retry_after_cap=3.0)

@@ -224,15 +224,6 @@ def test_batch_of_another_end_user_reads_as_not_found(
     assert info.value.request_id and "404 Not Found" in str(info.value)
 
 
-def test_lines_split_across_chunks() -> None:
-    from airflow_provider_batches.hooks.mka1 import _lines
-
-    chunks = [b"a", b"b\nc", b"", b"d\n\n", b"e" * 5, b"f\ng"]
-    assert list(_lines(chunks)) == [(1, b"ab"), (2, b"cd"), (3, b""), (4, b"eeeeef"), (5, b"g")]
-    assert list(_lines([b"x\n"])) == [(1, b"x")]
-    assert list(_lines([])) == []
-
-
 def test_url_strings_are_object_storage(hook: MKA1Hook, uploaded: FileObject, memory_fs) -> None:
     result = hook.download_file(uploaded.id, "memory://bucket/by-string.jsonl")
     assert result.bytes == uploaded.bytes and memory_fs.exists("/bucket/by-string.jsonl")

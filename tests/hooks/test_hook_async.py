@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from airflow_provider_batches._http import RetryPolicy
 from airflow_provider_batches.exceptions import MKA1ConnectionError, MKA1NotFoundError, MKA1ServerError
-from airflow_provider_batches.hooks import mka1
 from airflow_provider_batches.hooks.mka1 import MKA1Hook, close_async_sessions
 from airflow_provider_batches.models import Batch, BatchStatus, FileObject
+from airflow_provider_batches.retry import RetryPolicy
+from airflow_provider_batches.transport.sessions import active_sessions
 from tests.hooks.conftest import API
 
 BATCH_PATH = f"{API}/batches/*"
@@ -82,7 +82,7 @@ async def test_acancel_batch(make_hook, batch: Batch, emulator) -> None:
 async def test_one_session_per_loop_and_connection(make_hook, batch: Batch, end_user: str) -> None:
     first, second = make_hook(), make_hook()
     await asyncio.gather(*(h.aget_batch(batch.id) for h in (first, second, first, second)))
-    sessions = mka1._async_sessions[asyncio.get_running_loop()]
+    sessions = active_sessions()
     assert list(sessions) == [("mka1_default", end_user)]
     shared = sessions[("mka1_default", end_user)]
     assert shared.users == 2  # one lease per hook, however many calls
@@ -108,7 +108,7 @@ def test_another_loop_gets_its_own_session(make_hook, batch: Batch) -> None:
 
     async def call() -> None:
         await hook.aget_batch(batch.id)
-        seen.append(mka1._async_sessions[asyncio.get_running_loop()][("mka1_default", hook.on_behalf_of)])
+        seen.append(active_sessions()[("mka1_default", hook.on_behalf_of)])
         await close_async_sessions()
 
     asyncio.run(call())

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_batches._http import RetryPolicy
 from airflow_provider_batches.exceptions import (
     MKA1AuthenticationError,
     MKA1BadRequestError,
@@ -21,6 +20,7 @@ from airflow_provider_batches.exceptions import (
 )
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import Batch, BatchStatus, FileObject
+from airflow_provider_batches.retry import RetryPolicy
 from tests.conftest import connection_json
 from tests.hooks.conftest import API, wait_terminal
 

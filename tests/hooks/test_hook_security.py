@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_batches._http import RetryPolicy
 from airflow_provider_batches.exceptions import MKA1APIError, MKA1AuthenticationError, MKA1InvalidInputError
 from airflow_provider_batches.hooks.mka1 import MKA1Hook, close_async_sessions
-from tests.conftest import API_KEY, connection_json
+from airflow_provider_batches.retry import RetryPolicy
+from tests.conftest import API_KEY, HOSTILE_HEADER_VALUES, HOSTILE_IDS, connection_json
 from tests.hooks.conftest import API
-from tests.hooks.test_http import HOSTILE_HEADER_VALUES, HOSTILE_IDS
 
 STR_IDS = [v for v in HOSTILE_IDS if isinstance(v, str)]
 

@@ -21,8 +21,15 @@ from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import BatchStatus
 from airflow_provider_batches.operators.mka1 import MKA1BatchOperator, MKA1DownloadFileOperator
 from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger
-from tests.conftest import connection_json
-from tests.triggers.helpers import ENDPOINT, make_context, run_trigger, submit_batch, wait_for, write_requests
+from tests.conftest import (
+    ENDPOINT,
+    connection_json,
+    make_context,
+    run_trigger,
+    submit_batch,
+    wait_for,
+    write_requests,
+)
 
 CREATES = "/api/v1/llm/batches"
 UPLOADS = "/api/v1/llm/files"

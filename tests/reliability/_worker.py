@@ -33,12 +33,12 @@ def main(argv: list[str]) -> None:
         op.execute(make_context(ti))
         sys.stdout.write(json.dumps({"batch_id": ti.xcom["batch_id"]}) + "\n")
     elif what == "download":
-        from airflow_provider_batches.hooks import mka1
+        from airflow_provider_batches import files
         from airflow_provider_batches.operators.mka1 import MKA1DownloadFileOperator
 
         file_id, destination = argv[1], argv[2]
         if argv[3:] == ["slow"]:
-            write = mka1._LocalSink.write
+            write = files.LocalSink.write
 
             def slow_write(self, chunk: bytes) -> None:
                 write(self, chunk)
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
                 sys.stdout.flush()
                 time.sleep(0.3)
 
-            mka1._LocalSink.write = slow_write  # type: ignore[method-assign]
+            files.LocalSink.write = slow_write  # type: ignore[method-assign]
         op = MKA1DownloadFileOperator(task_id="download", file_id=file_id, destination=destination)
         result = op.execute(make_context(FakeTI(task_id="download")))
         sys.stdout.write(json.dumps(result) + "\n")

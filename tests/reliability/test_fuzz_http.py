@@ -16,9 +16,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_batches._http import RetryPolicy
 from airflow_provider_batches.exceptions import MKA1Error
 from airflow_provider_batches.models import TERMINAL_STATUSES, Batch, BatchStatus
+from airflow_provider_batches.retry import RetryPolicy
 from tests.conftest import API_KEY
 from tests.reliability.strategies import (
     error_bodies,

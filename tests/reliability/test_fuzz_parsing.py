@@ -1,7 +1,7 @@
 """Hypothesis: whatever a server or a proxy answers, only our documented errors escape the parsing, an
 unknown status never counts as terminal and every retry delay is finite, >= 0 and within the cap.
 
-The pure functions of ``_http`` (retry rule, error bodies), the models and the outcome rule are fuzzed
+The pure functions of ``retry`` and ``responses``, the models and the outcome rule are fuzzed
 directly (``FUZZ_EXAMPLES`` each: 5,000 with MKA1_RELIABILITY=long, 200 otherwise); the hook's whole
 answer handling over HTTP is fuzzed through the emulator's fault injection in ``test_fuzz_http.py``.
 """
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_batches import _http
+from airflow_provider_batches import responses, retry
 from airflow_provider_batches.exceptions import (
     MKA1APIError,
     MKA1AuthenticationError,
@@ -61,7 +61,7 @@ SECRET = "mka1-fuzz-SECRET-7c1e0b5d93"
 @FUZZ
 @given(headers=response_headers(), now=st.floats(0, 2**33))
 def test_retry_after_is_none_or_a_finite_non_negative_number(headers: dict[str, str], now: float) -> None:
-    value = _http.retry_after_seconds(headers, now=now)
+    value = retry.retry_after_seconds(headers, now=now)
     assert value is None or (isinstance(value, float | int) and math.isfinite(value) and value >= 0), value
 
 
@@ -72,12 +72,12 @@ def test_retry_after_is_none_or_a_finite_non_negative_number(headers: dict[str, 
 )
 def test_retry_after_never_raises_on_odd_values(seconds: str, ms: str | None) -> None:
     headers = {"Retry-After": seconds} if ms is None else {"Retry-After": seconds, "retry-after-ms": ms}
-    value = _http.retry_after_seconds(headers)
+    value = retry.retry_after_seconds(headers)
     assert value is None or (math.isfinite(value) and value >= 0)
 
 
 policies = st.builds(
-    _http.RetryPolicy,
+    retry.RetryPolicy,
     max_retries=st.integers(0, 20),
     backoff_base=st.floats(1e-4, 100),
     backoff_cap=st.floats(1e-3, 600),
@@ -96,7 +96,7 @@ policies = st.builds(
 )
 def test_retry_delay_is_finite_non_negative_and_capped(policy, attempt, status, headers, elapsed) -> None:
     delay = policy.delay_for(attempt, status, headers, elapsed=elapsed)
-    if status is not None and not _http.is_retryable_status(status):
+    if status is not None and not retry.is_retryable_status(status):
         assert delay is None, f"status {status} is not retryable but got a delay {delay}"
     if attempt >= policy.max_retries:
         assert delay is None
@@ -109,14 +109,14 @@ def test_retry_delay_is_finite_non_negative_and_capped(policy, attempt, status, 
 @FUZZ
 @given(attempt=st.integers(0, 1023))
 def test_backoff_without_retry_after_is_capped_even_after_many_attempts(attempt: int) -> None:
-    policy = _http.RetryPolicy(max_retries=10**6, backoff_base=0.5, backoff_cap=30.0, total_timeout=math.inf)
+    policy = retry.RetryPolicy(max_retries=10**6, backoff_base=0.5, backoff_cap=30.0, total_timeout=math.inf)
     delay = policy.delay_for(attempt, 503, {})
     assert delay is not None and 0 <= delay <= 30.0
 
 
 @pytest.mark.parametrize("attempt", [1024, 5000])
 def test_backoff_after_a_thousand_retries_is_still_capped(attempt: int) -> None:
-    policy = _http.RetryPolicy(max_retries=10**6, backoff_base=0.5, backoff_cap=30.0, total_timeout=math.inf)
+    policy = retry.RetryPolicy(max_retries=10**6, backoff_base=0.5, backoff_cap=30.0, total_timeout=math.inf)
     delay = policy.delay_for(attempt, 503, {})
     assert delay is not None and 0 <= delay <= 30.0
 
@@ -129,7 +129,7 @@ EXPECTED_CLASS = {401: MKA1AuthenticationError, 403: MKA1AuthenticationError, 40
 @FUZZ
 @given(status=st.integers(100, 599) | ANSWER_STATUSES, body=error_body_bytes, headers=response_headers())
 def test_error_answers_become_one_clear_api_error(status: int, body: bytes, headers: dict[str, str]) -> None:
-    exc = _http.api_error(status, body, headers, method="GET", path="/batches/batch_abc", secret=SECRET)
+    exc = responses.api_error(status, body, headers, method="GET", path="/batches/batch_abc", secret=SECRET)
     assert isinstance(exc, MKA1APIError)
     assert exc.status_code == status
     expected = EXPECTED_CLASS.get(status)
@@ -142,14 +142,14 @@ def test_error_answers_become_one_clear_api_error(status: int, body: bytes, head
     text = str(exc)
     assert str(status) in text
     assert isinstance(repr(exc), str)
-    assert exc.message and len(exc.message) <= _http.MAX_MESSAGE_LENGTH
+    assert exc.message and len(exc.message) <= responses.MAX_MESSAGE_LENGTH
     assert exc.message.isprintable(), exc.message
     if any(ch.isprintable() and not ch.isspace() for ch in headers.get("X-Request-ID", "")):
         assert exc.request_id, "the answer's request id was lost"
         assert exc.request_id in text
     else:
         assert "request id" in text
-    assert is_transient(exc) == _http.is_retryable_status(status)
+    assert is_transient(exc) == retry.is_retryable_status(status)
 
 
 @FUZZ
@@ -176,7 +176,7 @@ def test_an_answer_that_echoes_the_key_never_shows_it(before, after, shape, pad,
         body = echoed
     else:
         body = f"<html><body><pre>Authorization: Bearer {echoed}</pre></body></html>"
-    exc = _http.api_error(status, body.encode(), {}, method="GET", path="/batches/b_1", secret=SECRET)
+    exc = responses.api_error(status, body.encode(), {}, method="GET", path="/batches/b_1", secret=SECRET)
     for text in (str(exc), repr(exc), exc.message):
         hit = find_secret(SECRET, text)
         assert hit is None, f"{hit!r} of the key is in {text!r}"
@@ -188,16 +188,16 @@ CONTENT_TYPES = st.none() | st.text(st.characters(min_codepoint=32, max_codepoin
 @FUZZ
 @given(body=error_body_bytes, content_type=CONTENT_TYPES)
 def test_error_message_is_always_a_short_printable_line(body: bytes, content_type: str | None) -> None:
-    message = _http.error_message(body, content_type)
+    message = responses.error_message(body, content_type)
     assert isinstance(message, str) and message
-    assert len(message) <= _http.MAX_MESSAGE_LENGTH
+    assert len(message) <= responses.MAX_MESSAGE_LENGTH
     assert message.isprintable()
 
 
 @pytest.mark.parametrize("content_type", ["\x1b[31mred", "application/" + "x" * 1000])
 def test_binary_error_body_with_an_odd_content_type_is_still_one_short_line(content_type: str) -> None:
-    message = _http.error_message(b"\x00\x80\xff" * 10, content_type)
-    assert len(message) <= _http.MAX_MESSAGE_LENGTH
+    message = responses.error_message(b"\x00\x80\xff" * 10, content_type)
+    assert len(message) <= responses.MAX_MESSAGE_LENGTH
     assert message.isprintable()
 
 
@@ -273,7 +273,7 @@ def test_outcome_rule_and_pace_on_any_documented_batch(body: dict[str, Any], rat
 def test_poller_paces_any_progress_within_its_bounds(status, counts, step) -> None:
     """Counts that go backwards, past the total, negative or astronomically large: the next poll is
     still between poll_interval and max_poll_interval and nothing but our errors escapes."""
-    from airflow_provider_batches.triggers.mka1 import BatchPoller
+    from airflow_provider_batches.polling import BatchPoller
 
     clock = [1_000_000.0]
     poller = BatchPoller("batch_abc", poll_interval=1.0, max_poll_interval=60.0, clock=lambda: clock[0])
@@ -300,7 +300,7 @@ _BASE = {
 
 
 def _outcome_and_pace(batch: Batch, ratio: float) -> bool:
-    from airflow_provider_batches.triggers.mka1 import BatchPoller
+    from airflow_provider_batches.polling import BatchPoller
 
     try:
         decided = check_batch_outcome(batch, ratio)
@@ -326,7 +326,7 @@ BEYOND_FLOAT = 10**400  # valid JSON, and the models accept it
 # Found by this suite (OverflowError in BatchPoller._pace and check_batch_outcome), fixed in c5f6591.
 @pytest.mark.parametrize("where", ["poller", "outcome"])
 def test_counts_beyond_float_range_fail_only_in_documented_ways(where: str) -> None:
-    from airflow_provider_batches.triggers.mka1 import BatchPoller
+    from airflow_provider_batches.polling import BatchPoller
 
     clock = [1_000_000.0]
     try:
@@ -374,10 +374,10 @@ raw_bodies = st.one_of(
 def test_the_hooks_parsing_of_any_answer_body_raises_only_invalid_response(
     body: str, status, headers
 ) -> None:
-    """``_http.parse_model`` is what both the sync and the async path of the hook call on a 2xx body."""
+    """``responses.parse_model`` is what both the sync and the async path of the hook call on a 2xx body."""
     raw = body.encode("utf-8", "surrogatepass")
     try:
-        batch = _http.parse_model(Batch, raw, status, headers, method="GET", path="/batches/batch_abc")
+        batch = responses.parse_model(Batch, raw, status, headers, method="GET", path="/batches/batch_abc")
     except MKA1InvalidResponseError as exc:
         assert exc.status_code == status
         assert str(status) in str(exc) and exc.message.isprintable()

@@ -22,8 +22,7 @@ from airflow_provider_batches.exceptions import (
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.sensors.mka1 import MKA1BatchSensor
 from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger
-from tests.conftest import connection_json
-from tests.triggers.helpers import make_context, run_trigger, submit_batch, wait_for
+from tests.conftest import connection_json, make_context, run_trigger, submit_batch, wait_for
 
 BATCHES = "/api/v1/llm/batches/*"
 

@@ -1,4 +1,4 @@
-"""MKA1BatchTrigger and its polling policy, over HTTP against the emulator."""
+"""MKA1BatchTrigger, over HTTP against the emulator."""
 
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
 from airflow.triggers.base import BaseTrigger
 
 from airflow_provider_batches.exceptions import (
-    MKA1AuthenticationError,
     MKA1BatchFailedError,
-    MKA1ServerError,
 )
 from airflow_provider_batches.hooks.mka1 import MKA1Hook, close_async_sessions
 from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import check_batch_outcome
-from airflow_provider_batches.triggers.mka1 import BatchPoller, MKA1BatchTrigger, batch_from_event
-from tests.conftest import API_KEY, connection_json
-from tests.triggers.helpers import make_batch, run_trigger, submit_batch, wait_for
+from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger, batch_from_event
+from tests.conftest import API_KEY, connection_json, run_trigger, submit_batch, wait_for
 
 BATCHES = "/api/v1/llm/batches/*"
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.3}
@@ -302,88 +299,3 @@ async def test_polling_a_slow_api_never_blocks_the_event_loop(emulator, mka1_con
     worst = max(stalls)
     print(f"worst event-loop stall over {len(stalls)} ticks: {worst * 1000:.1f} ms")
     assert worst < 0.05
-
-
-# -- the polling policy ---------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_poller_polls_often_while_validating_and_aims_at_the_end_of_the_lines() -> None:
-    clock = FakeClock()
-    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
-
-    for _ in range(3):
-        poller.observe(make_batch("validating"))
-        assert 4.5 <= poller.next_sleep() <= 5.5
-    poller.observe(make_batch("in_progress", 1000, 0))  # first sight of progress: the anchor
-    assert 4.5 <= poller.next_sleep() <= 5.5
-    clock.now += 10
-    poller.observe(make_batch("in_progress", 1000, 90, 10))  # 10 lines/s: 90 s left
-    assert 81 <= poller.next_sleep() <= 99
-    clock.now += 90
-    poller.observe(make_batch("in_progress", 1000, 990, 0))  # 10 lines/s: 1 s left, but never under 5
-    assert 4.5 <= poller.next_sleep() <= 5.5
-    for _ in range(3):  # finalizing: completion comes next, keep the delay after it short
-        poller.observe(make_batch("finalizing", 1000, 990, 10))
-        assert 4.5 <= poller.next_sleep() <= 5.5
-
-
-def test_poller_doubles_toward_the_maximum_while_nothing_moves() -> None:
-    clock = FakeClock()
-    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=30, clock=clock)
-    poller.observe(make_batch("in_progress", 1000, 0))
-    sleeps = []
-    for _ in range(5):
-        clock.now += 10
-        poller.observe(make_batch("in_progress", 1000, 0))
-        sleeps.append(poller.next_sleep())
-    assert 9 <= sleeps[0] <= 11
-    assert 18 <= sleeps[1] <= 22
-    assert all(27 <= s <= 30 for s in sleeps[2:])
-
-
-def test_poller_backs_off_in_a_status_it_cannot_read_progress_from() -> None:
-    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=30, clock=FakeClock())
-    sleeps = []
-    for _ in range(4):
-        poller.observe(make_batch("cancelling"))
-        sleeps.append(poller.next_sleep())
-    assert (
-        4.5 <= sleeps[0] <= 5.5 and 9 <= sleeps[1] <= 11 and 18 <= sleeps[2] <= 22 and 27 <= sleeps[3] <= 30
-    )
-
-
-def test_poller_jitters_within_bounds_and_never_sleeps_past_the_deadline() -> None:
-    clock = FakeClock()
-    poller = BatchPoller("batch_x", poll_interval=5, max_poll_interval=100, clock=clock)
-    poller.observe(make_batch("in_progress", 1000, 0))
-    clock.now += 10
-    poller.observe(make_batch("in_progress", 1000, 550))  # 55 lines/s: about 8.2 s left
-    sleeps = {round(poller.next_sleep(), 3) for _ in range(200)}
-    assert len(sleeps) > 50 and min(sleeps) >= 7.3 and max(sleeps) <= 9.1
-
-    poller.deadline = clock.now + 3
-    assert poller.next_sleep() == 3
-    clock.now += 3
-    assert poller.next_sleep() is None
-
-
-def test_poller_error_budget_counts_consecutive_transient_errors_only() -> None:
-    poller = BatchPoller("batch_x", poll_interval=1, max_poll_interval=10, error_budget=2)
-    transient = MKA1ServerError(503, "try later", method="GET", path="/batches/batch_x", request_id="r1")
-
-    assert poller.observe_error(transient) and poller.observe_error(transient)
-    poller.observe(make_batch("in_progress", 10, 1))  # a good poll resets the count
-    assert poller.observe_error(transient) and poller.observe_error(transient)
-    assert 1.8 <= poller.next_sleep() <= 2.2  # backs off after errors
-    assert not poller.observe_error(transient)
-
-    fresh = BatchPoller("batch_x", poll_interval=1, error_budget=10)
-    assert not fresh.observe_error(MKA1AuthenticationError(401, "bad key", request_id="r2"))

@@ -20,8 +20,7 @@ from airflow_provider_batches.exceptions import (
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import BatchStatus
 from airflow_provider_batches.outcome import check_batch_outcome
-from tests.conftest import API_KEY, connection_json
-from tests.triggers.helpers import make_batch, submit_batch, wait_for
+from tests.conftest import API_KEY, connection_json, make_batch, submit_batch, wait_for
 
 
 @pytest.fixture(scope="module")

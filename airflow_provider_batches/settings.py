@@ -1,0 +1,260 @@
+"""
+The settings of a connection: :class:`ClientSettings`, read and checked once from an Airflow connection
+(every error names the field to fix). Pure: it never opens a connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_batches.constants import (
+    CONNECTION_TYPE,
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+)
+from airflow_provider_batches.exceptions import MKA1InvalidInputError
+from airflow_provider_batches.retry import RetryPolicy
+from airflow_provider_batches.validation import shown, validate_base_path, validate_on_behalf_of
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
+
+
+def is_loopback(hostname: str) -> bool:
+    """Whether ``hostname`` names this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    name = hostname.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """
+    Everything a transport needs to talk to the API, read and checked once from an Airflow connection.
+
+    :param conn_id: the Airflow connection id (for messages).
+    :param base_url: ``scheme://host[:port]``, without a path.
+    :param base_path: path prefix of the API, e.g. ``/api/v1/llm``.
+    :param api_key: the API key; never shown in ``repr``.
+    :param on_behalf_of: end-user id for ``X-On-Behalf-Of``, or ``None``.
+    :param timeout: read timeout of one try, in seconds.
+    :param connect_timeout: connect timeout of one try, in seconds.
+    :param verify: verify TLS certificates (``True``), don't (``False``), or the path of a CA bundle.
+    :param retry: the retry rule.
+    """
+
+    conn_id: str
+    base_url: str
+    base_path: str
+    api_key: str = field(repr=False)
+    on_behalf_of: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    verify: bool | str = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def url(self, path: str) -> str:
+        """The full URL of ``path`` (from :func:`api_path`)."""
+        return f"{self.base_url}{self.base_path}{path}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers of every request. They hold the API key: never log them."""
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "User-Agent": USER_AGENT,
+        }
+        if self.on_behalf_of:
+            headers["X-On-Behalf-Of"] = self.on_behalf_of
+        return headers
+
+    @property
+    def insecure(self) -> bool:
+        """Whether the key would travel in clear text to another machine (``http://`` not to loopback)."""
+        parts = urlsplit(self.base_url)
+        return parts.scheme == "http" and not is_loopback(parts.hostname or "")
+
+
+def _extra(extras: Mapping[str, Any], name: str) -> Any:
+    # Airflow 2's connection form stores custom fields as extra__<conn_type>__<name>.
+    value = extras.get(name)
+    if value is None or value == "":
+        value = extras.get(f"extra__{CONNECTION_TYPE}__{name}")
+    return None if value == "" else value
+
+
+def _bad(conn_id: str, what: str) -> MKA1InvalidInputError:
+    return MKA1InvalidInputError(f"MKA1 connection {conn_id!r}: {what}")
+
+
+def _positive_number(conn_id: str, name: str, value: Any, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise _bad(conn_id, f"extra {name} must be a positive number of seconds, got {shown(value)}.")
+    return number
+
+
+def _retries(conn_id: str, value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_RETRIES
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise _bad(conn_id, f"extra max_retries must be a whole number, got {shown(value)}.") from None
+    if number < 0:
+        raise _bad(conn_id, f"extra max_retries must be 0 or more, got {number}.")
+    return number
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _verify(conn_id: str, value: Any) -> bool | str:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() in _TRUE:
+            return True
+        if value.strip().lower() in _FALSE:
+            return False
+        if os.path.isfile(value):
+            return value
+    raise _bad(
+        conn_id, f"extra verify must be true, false or the path of a CA bundle file, got {shown(value)}."
+    )
+
+
+def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> str:
+    raw = (host or "").strip() or DEFAULT_BASE_URL
+    if scheme is not None and str(scheme).lower() not in ("http", "https"):
+        raise _bad(conn_id, f"extra scheme must be 'http' or 'https', got {shown(scheme)}.")
+    if "://" not in raw:
+        # The URI form (mka1://:KEY@host:port) yields a host without a scheme.
+        with contextlib.suppress(ValueError):
+            raw = f"[{raw}]" if ipaddress.ip_address(raw).version == 6 else raw
+        hostname = urlsplit(f"//{raw}").hostname or ""
+        default = "http" if is_loopback(hostname) else "https"
+        raw = f"{str(scheme).lower() if scheme else default}://{raw}"
+    try:
+        parts = urlsplit(raw)
+        parsed_port = parts.port
+    except ValueError as exc:
+        raise _bad(conn_id, f"host {shown(raw)} is not a valid URL ({exc}).") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _bad(conn_id, f"host {shown(raw)} has scheme {parts.scheme!r}; use https:// (or http://).")
+    if parts.username is not None or parts.password is not None:
+        raise _bad(conn_id, "host must not contain credentials: put the API key in the password.")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _bad(
+            conn_id,
+            f"host {shown(raw)} must be a base URL such as {DEFAULT_BASE_URL}, without a path: "
+            "put a path prefix in the extra base_path.",
+        )
+    hostname = parts.hostname or ""
+    try:
+        is_ipv6 = ipaddress.ip_address(hostname).version == 6
+    except ValueError:
+        is_ipv6 = False
+        if not _HOSTNAME.fullmatch(hostname):
+            raise _bad(conn_id, f"host {shown(raw)} has no valid host name.") from None
+    if parsed_port is None and port:
+        parsed_port = int(port)
+    netloc = f"[{hostname}]" if is_ipv6 else hostname
+    if parsed_port is not None:
+        netloc += f":{parsed_port}"
+    return f"{parts.scheme.lower()}://{netloc}"
+
+
+def settings_from_connection(
+    conn_id: str,
+    *,
+    host: str | None,
+    port: int | None,
+    password: str | None,
+    extras: Mapping[str, Any],
+    on_behalf_of: str | None = None,
+    timeout: float | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> ClientSettings:
+    """
+    Read and check the fields of an Airflow connection; every error names the field to fix.
+
+    Host rules: empty means ``https://apigw.mka1.com``. A host without a scheme (as the URI form
+    ``mka1://:KEY@127.0.0.1:8000`` gives) gets the extra ``scheme`` if set, else ``http`` for a loopback
+    host and ``https`` for any other. The connection's port applies when the host has none. A path in the
+    host is refused: the API's path prefix is the extra ``base_path``.
+
+    Extras (plain or in Airflow 2's ``extra__mka1__<name>`` form): ``on_behalf_of``, ``timeout`` (read
+    timeout, seconds), ``max_retries``, ``base_path``, ``verify`` (bool or a CA bundle path), ``scheme``,
+    ``backoff_base`` (first retry backoff ceiling in seconds, default 0.5).
+
+    :param conn_id: the connection id, for messages.
+    :param host: the connection's host.
+    :param port: the connection's port.
+    :param password: the API key.
+    :param extras: the connection's extra, deserialised.
+    :param on_behalf_of: overrides the extra ``on_behalf_of`` when not ``None``.
+    :param timeout: overrides the extra ``timeout`` when not ``None``.
+    :param retry_policy: overrides the retry rule built from ``max_retries`` and ``backoff_base``.
+    """
+    api_key = (password or "").strip()
+    if not api_key:
+        raise _bad(conn_id, "no API key: set its password.")
+    if not all(" " < ch <= "~" for ch in api_key):
+        # Not shown: it is the secret.
+        raise _bad(conn_id, "the API key (password) has characters that cannot be sent in a header.")
+    read_timeout = _positive_number(
+        conn_id, "timeout", timeout if timeout is not None else _extra(extras, "timeout"), DEFAULT_TIMEOUT
+    )
+    if retry_policy is None:
+        retry_policy = RetryPolicy(
+            max_retries=_retries(conn_id, _extra(extras, "max_retries")),
+            backoff_base=_positive_number(
+                conn_id, "backoff_base", _extra(extras, "backoff_base"), DEFAULT_BACKOFF_BASE
+            ),
+        )
+    try:
+        base_path = validate_base_path(_extra(extras, "base_path"))
+        user = validate_on_behalf_of(
+            on_behalf_of if on_behalf_of is not None else _extra(extras, "on_behalf_of")
+        )
+    except MKA1InvalidInputError as exc:
+        raise _bad(conn_id, str(exc)) from None
+    return ClientSettings(
+        conn_id=conn_id,
+        base_url=_base_url(conn_id, host, port, _extra(extras, "scheme")),
+        base_path=base_path,
+        api_key=api_key,
+        on_behalf_of=user,
+        timeout=read_timeout,
+        connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, read_timeout),
+        verify=_verify(conn_id, _extra(extras, "verify")),
+        retry=retry_policy,
+    )
