@@ -1,6 +1,6 @@
 """
 The provider's one error tree, and which of its errors are worth trying again; it never does I/O and
-imports nothing of ours but the constants (it is a leaf every other module may import).
+imports nothing of ours but the constants and the models (leaves), so every other module may import it.
 
 Every error carries its facts as attributes (status code, the server's message, the ``X-Request-ID``,
 the call); callers branch on the class and read attributes, never parse a message. Messages are written
@@ -10,14 +10,12 @@ for a task log and never contain the API key.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_batches.constants import RETRYABLE_STATUSES
-
-if TYPE_CHECKING:
-    from airflow_provider_batches.models import Batch
+from airflow_provider_batches.models import Batch
 
 
 class MKA1Error(AirflowException):
@@ -141,8 +139,6 @@ class MKA1BatchOutcomeError(MKA1Error, AirflowFailException):
     def __init__(self, message: str, batch: Batch | dict[str, Any] | None = None) -> None:
         super().__init__(message)
         if isinstance(batch, dict):
-            from airflow_provider_batches.models import Batch
-
             batch = Batch.model_validate(batch)
         self.batch = batch
 

@@ -100,3 +100,15 @@ def test_insecure_only_for_plain_http_to_another_machine() -> None:
     assert _settings("http://gw.example.com").insecure
     assert not _settings("http://127.0.0.1:8000").insecure
     assert not _settings("https://gw.example.com").insecure
+
+
+def test_every_extra_read_is_declared_in_the_form() -> None:
+    """The extras settings_from_connection reads are exactly the connection form's fields."""
+    import re
+    from pathlib import Path
+
+    from airflow_provider_batches import settings
+    from airflow_provider_batches.get_provider_info import CONN_FIELDS
+
+    read = set(re.findall(r'_extra\(extras, "(\w+)"\)', Path(settings.__file__).read_text()))
+    assert read == set(CONN_FIELDS)

@@ -11,20 +11,16 @@ import asyncio
 import ssl
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_batches.constants import ERROR_BODY_LIMIT
-from airflow_provider_batches.responses import api_error, connection_error, parse_model, request_id_of
+from airflow_provider_batches.responses import ModelT, api_error, connection_error, parse_model, request_id_of
 from airflow_provider_batches.retry import Attempt, RetryBudget
 from airflow_provider_batches.settings import ClientSettings
 from airflow_provider_batches.transport import log_call, next_delay, sessions
 
 if TYPE_CHECKING:
     import aiohttp
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class AsyncTransport:

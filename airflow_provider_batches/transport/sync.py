@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from airflow_provider_batches.constants import CHUNK_SIZE, ERROR_BODY_LIMIT
 from airflow_provider_batches.exceptions import MKA1InvalidResponseError
-from airflow_provider_batches.responses import api_error, connection_error, parse_model, request_id_of
+from airflow_provider_batches.responses import ModelT, api_error, connection_error, parse_model, request_id_of
 from airflow_provider_batches.retry import Attempt, RetryBudget
 from airflow_provider_batches.settings import ClientSettings
 from airflow_provider_batches.transport import log_call, next_delay
@@ -22,7 +22,6 @@ from airflow_provider_batches.transport import log_call, next_delay
 if TYPE_CHECKING:
     import requests
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 R = TypeVar("R")
 
 
