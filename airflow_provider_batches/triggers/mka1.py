@@ -76,7 +76,7 @@ class MKA1BaseTrigger(BaseTrigger):
     """
     What every MKA1 trigger shares: the connection (never the key itself), a hook on the running loop's
     shared session that is released when ``run()`` ends, and ``serialize()`` from the constructor's
-    keyword arguments. A subclass stores its arguments in ``self.kwargs`` and yields its events from
+    keyword arguments. A subclass stores its arguments in ``self.trigger_kwargs`` and yields its events from
     :meth:`wait`.
 
     :param mka1_conn_id: the MKA1 connection id.
@@ -87,10 +87,10 @@ class MKA1BaseTrigger(BaseTrigger):
         super().__init__()
         self.mka1_conn_id = mka1_conn_id
         self.on_behalf_of = on_behalf_of
-        self.kwargs: dict[str, Any] = {"mka1_conn_id": mka1_conn_id, "on_behalf_of": on_behalf_of}
+        self.trigger_kwargs: dict[str, Any] = {"mka1_conn_id": mka1_conn_id, "on_behalf_of": on_behalf_of}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.kwargs)
+        return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.trigger_kwargs)
 
     @cached_property
     def hook(self) -> MKA1Hook:
@@ -152,7 +152,7 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
         self.error_budget = error_budget
         self.cancel_on_kill = cancel_on_kill
         self._last_batch: Batch | None = None
-        self.kwargs.update(
+        self.trigger_kwargs.update(
             batch_id=batch_id,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
