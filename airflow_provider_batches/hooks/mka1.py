@@ -18,15 +18,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_batches import files, reattach
-from airflow_provider_batches.constants import (
-    CONNECTION_TYPE,
-    DEFAULT_COMPLETION_WINDOW,
-    DEFAULT_CONN_ID,
-)
-from airflow_provider_batches.exceptions import (
-    MKA1BadRequestError,
-    MKA1InvalidInputError,
-)
+from airflow_provider_batches.constants import CONNECTION_TYPE, DEFAULT_COMPLETION_WINDOW, DEFAULT_CONN_ID
+from airflow_provider_batches.exceptions import MKA1BadRequestError, MKA1InvalidInputError
 from airflow_provider_batches.files import open_sink, resolve
 from airflow_provider_batches.get_provider_info import UI_FIELD_BEHAVIOUR, connection_form_widgets
 from airflow_provider_batches.models import (
@@ -68,13 +61,10 @@ class MKA1Hook(BaseHook):
     """
     Talk to the MKA1 Batch and Files API.
 
-    The connection (type ``mka1``): host is the base URL (default ``https://apigw.mka1.com``), password
-    is the API key; extras ``on_behalf_of``, ``timeout`` (read timeout, seconds, default 60),
-    ``max_retries`` (default 5), ``base_path`` (default ``/api/v1/llm``), ``verify`` (TLS verification:
-    true, false or a CA bundle path), ``backoff_base`` (first retry backoff ceiling, seconds, default
-    0.5), ``scheme`` (``http`` or ``https`` for a host given without one: by default ``http`` when it is
-    loopback, as the URI form ``mka1://:KEY@127.0.0.1:8000`` gives, and ``https`` otherwise). See
-    :func:`airflow_provider_batches.settings.settings_from_connection`.
+    The connection (type ``mka1``): host is the base URL (empty: the MKA1 gateway), password is the API
+    key; the extras, each with its default, are declared once in
+    :data:`~airflow_provider_batches.get_provider_info.CONN_FIELDS` and read by
+    :func:`~airflow_provider_batches.settings.settings_from_connection`.
 
     Every call has connect and read timeouts and retries transient failures (408, 429, 5xx, network
     errors) with the server's ``Retry-After`` or exponential backoff with jitter. Redirects are not
@@ -109,7 +99,7 @@ class MKA1Hook(BaseHook):
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
 
-    # -- connection form (Airflow 2.11 to 3.1; 3.2+ reads the declarative form in get_provider_info) --
+    # -- connection form (Airflow 2.11 to 3.1; 3.2+ reads CONN_FIELDS from get_provider_info) -----------
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
