@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 
 import jinja2
 import pytest
@@ -63,6 +64,25 @@ def test_template_fields_and_exactly_one_source() -> None:
         MKA1BatchOperator(task_id="ratio", batch_id="batch_a", max_failed_ratio=1.5)
     with pytest.raises(ValueError, match="poll_interval"):
         MKA1BatchOperator(task_id="poll", batch_id="batch_a", poll_interval=0)
+
+
+@pytest.mark.parametrize("source", ["input_path", "input_file_id"])
+def test_a_new_batch_looks_for_an_earlier_try_once(emulator, mka1_conn, tmp_path, source) -> None:
+    user = f"user-{uuid.uuid4().hex[:12]}"  # an empty list of batches: one page per look
+    path = write_requests(tmp_path / "requests.jsonl", 3)
+    given = {"input_path": str(path)}
+    if source == "input_file_id":
+        given = {"input_file_id": MKA1Hook(on_behalf_of=user).upload_file(path).id}
+    emulator.reset_calls()
+    operator(on_behalf_of=user, wait_for_completion=False, **given).execute(make_context())
+    assert emulator.calls(method="GET", path=CREATES) == 1  # find_batch: one list read, not two
+    assert emulator.calls(method="POST", path=CREATES) == 1
+    assert emulator.calls(method="POST", path=UPLOADS) == (1 if source == "input_path" else 0)
+
+
+def test_resuming_without_an_event_is_a_clear_error() -> None:
+    with pytest.raises(MKA1Error, match="without an event"):
+        operator(batch_id="batch_a").execute_complete(make_context(), None)
 
 
 def test_creates_from_a_local_file_waits_and_pushes_its_xcoms(emulator, mka1_conn, tmp_path) -> None:

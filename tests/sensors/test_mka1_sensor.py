@@ -178,3 +178,9 @@ def test_deferrable_error_event_fails_the_task(mka1_conn) -> None:
 
     with pytest.raises(MKA1Error, match="404"):
         resume(task, trigger)
+
+
+def test_resuming_without_an_event_is_a_clear_error() -> None:
+    sensor = MKA1BatchSensor(task_id="wait", batch_id="batch_a")
+    with pytest.raises(MKA1Error, match="without an event"):
+        sensor.execute_complete(make_context(), None)
