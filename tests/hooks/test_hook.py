@@ -32,13 +32,24 @@ def test_connection_form_widgets() -> None:
     pytest.importorskip("wtforms")  # Airflow 2.11 to 3.1 build the form from these; 3.2+ does not need them
     pytest.importorskip("flask_appbuilder")
     widgets = MKA1Hook.get_connection_form_widgets()
-    assert set(widgets) == {"on_behalf_of", "base_path", "timeout", "max_retries", "verify"}
+    # backoff_base and scheme were read from the extras but missing from the form (issue 10).
+    assert set(widgets) == {
+        "on_behalf_of",
+        "base_path",
+        "timeout",
+        "max_retries",
+        "backoff_base",
+        "verify",
+        "scheme",
+    }
     assert {name: w.field_class.__name__ for name, w in widgets.items()} == {
         "on_behalf_of": "StringField",
         "base_path": "StringField",
         "timeout": "StringField",
         "max_retries": "IntegerField",
+        "backoff_base": "StringField",
         "verify": "StringField",
+        "scheme": "StringField",
     }
 
 
