@@ -93,8 +93,14 @@ print(json.dumps({
 
 
 def _json_of(output: str) -> Any:
-    # Airflow 3.0 prints its own log lines on stdout ahead of the JSON.
-    return json.loads(next(line for line in output.splitlines() if line.startswith(("[", "{"))))
+    """The JSON line of a command's output: Airflow 3.0 prints its own log lines (``[2026-...``) around it."""
+    for line in output.splitlines():
+        if line.startswith(("[", "{")):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    raise AssertionError(f"no JSON in the output:\n{output[-3000:]}")
 
 
 def install(dists: Dists, root: Path, extras: tuple[str, ...] = ()) -> Installed:
@@ -177,7 +183,11 @@ def test_airflow_lists_the_provider_and_what_it_registers(installed: Installed) 
     assert mka1["class"] == "airflow_provider_batches.hooks.mka1.MKA1Hook"
     assert (mka1["hook_name"], mka1["package_name"]) == ("MKA1", PROVIDER)
     assert [t["class"] for t in triggers if t["package_name"] == PROVIDER] == REGISTERED["triggers"]
-    assert {"field_behaviours": "mka1"} in behaviours
+    if metadata.version("apache-airflow").startswith("3.0."):
+        # 3.0 reads UI behaviours through Flask AppBuilder: without the FAB provider it lists no hook's
+        assert behaviours == []
+    else:
+        assert {"field_behaviours": "mka1"} in behaviours
     # every registered module imports, and from the files pip installed out of the wheel
     for module, file in found["files"].items():
         assert Path(file).is_relative_to(installed.venv.site_packages), (module, file)
