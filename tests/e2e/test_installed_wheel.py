@@ -59,6 +59,7 @@ class Installed:
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder or self.home / "dags"),
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{self.home / 'airflow.db'}",
+            PYTHONDONTWRITEBYTECODE="1",  # no .pyc into the linked directories of this test run's venv
         )
 
     def python(self, *args: str, dags_folder: Path | None = None) -> str:
