@@ -6,10 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 PYTEST_ARGS ?=
+DIST ?= dist
 # Pins for an Airflow version that breaks with today's packages, where there are any (see the file).
 CONSTRAINTS := $(wildcard .ci/constraints-$(AIRFLOW_VERSION).txt)
 
-.PHONY: venv test lint unit demo bench reliability clean
+.PHONY: venv test lint unit demo bench reliability dist clean
 
 venv: $(STAMP)
 
@@ -41,5 +42,12 @@ bench: venv
 reliability: venv
 	MKA1_RELIABILITY=long $(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
+# The sdist, the wheel built from it by the project's build backend (hatchling), both through twine check.
+# tests/e2e/test_installed_wheel.py builds them the same way and installs the wheel.
+dist: venv
+	rm -f $(DIST)/*.tar.gz $(DIST)/*.whl
+	$(BIN)/python -m build --outdir $(DIST) .
+	$(BIN)/twine check --strict $(DIST)/*.tar.gz $(DIST)/*.whl
+
 clean:
-	rm -rf .scratch .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .scratch .pytest_cache .mypy_cache .ruff_cache dist
