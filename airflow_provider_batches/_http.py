@@ -133,6 +133,8 @@ def validate_filename(value: object) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise MKA1InvalidInputError(f"Invalid filename {_shown(value)}: expected a non-blank name.")
+    if value == "blob":  # the browsers' placeholder: the API reads it as no filename at all
+        raise MKA1InvalidInputError("Invalid filename 'blob': the API reads it as no filename; pass another.")
     if len(value) > 255 or not value.isprintable():
         raise MKA1InvalidInputError(
             f"Invalid filename {_shown(value)}: at most 255 printable characters, no control characters."
@@ -550,6 +552,9 @@ def _message_from_json(data: Any) -> str | None:
         message = error.get("message")
         code = error.get("code")
         if isinstance(message, str) and message.strip():
+            # File content errors carry an integer code (the status), the others a string.
+            if isinstance(code, int) and not isinstance(code, bool):
+                code = str(code)
             return (
                 f"{message} [{code}]" if isinstance(code, str) and code and code not in message else message
             )

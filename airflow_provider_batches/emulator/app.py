@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import mimetypes
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
@@ -26,6 +28,20 @@ from airflow_provider_batches.emulator.upload import UploadError, receive_upload
 API_PREFIX = "/api/v1/llm"
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 COMPLETION_WINDOWS = ("24h",)
+# The content types the vendor SDK accepts for file content (it raises on any other, even on a 200).
+CONTENT_TYPES = frozenset(
+    {
+        "text/plain", "text/csv", "text/html", "text/css", "text/javascript", "text/markdown", "text/xml",
+        "text/x-python", "application/json", "application/x-ndjson", "application/jsonl", "application/xml",
+        "application/javascript", "application/pdf", "image/png", "image/jpeg", "image/jpg", "image/gif",
+        "image/webp", "image/tiff", "image/svg+xml", "application/rtf", "application/msword",
+        "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    }
+)  # fmt: skip
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class APIError(Exception):
@@ -36,14 +52,21 @@ class APIError(Exception):
         self.status, self.message, self.code, self.param = status, message, code, param
 
 
+# The vendor SDK types this route's 400, 401, 404 and 500 bodies with an integer ``code`` (the status);
+# the other routes' errors carry a string code.
+_CONTENT_PATH = re.compile(rf"^{API_PREFIX}/files/[^/]+/content$")
+
+
 def error_response(
+    request: Request,
     status: int,
     message: str,
     code: str | None = None,
     param: str | None = None,
     kind: str = "invalid_request_error",
 ) -> JSONResponse:
-    error = {"message": message, "type": kind, "param": param, "code": code}
+    wire_code: str | int | None = status if _CONTENT_PATH.match(request.url.path) else code
+    error = {"message": message, "type": kind, "param": param, "code": wire_code}
     return JSONResponse({"error": error}, status_code=status)
 
 
@@ -112,16 +135,21 @@ def _metadata(value: Any) -> dict[str, str] | None:
             "invalid_type",
             "metadata",
         )
-    if len(value) > 16:
-        raise APIError(400, "Invalid 'metadata': at most 16 keys.", "invalid_value", "metadata")
-    for k, v in value.items():
-        if len(k) > 64 or len(v) > 512:
-            raise APIError(
-                400,
-                "Invalid 'metadata': keys are at most 64 characters, values 512.",
-                "invalid_value",
-                "metadata",
-            )
+    return value
+
+
+def _max_concurrency(value: Any, settings: EmulatorSettings) -> int:
+    """The batch's ``max_concurrency``: the default when absent, refused above the ceiling."""
+    if value is None:
+        return settings.default_line_concurrency
+    ceiling = settings.max_line_concurrency
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= ceiling:
+        raise APIError(
+            400,
+            f"Invalid 'max_concurrency': expected an integer from 1 to {ceiling}.",
+            "invalid_value",
+            "max_concurrency",
+        )
     return value
 
 
@@ -180,13 +208,7 @@ async def create_batch(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSO
             "completion_window",
         )
     metadata = _metadata(body.get("metadata"))
-    max_concurrency = body.get("max_concurrency")
-    if max_concurrency is not None and (
-        not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
-    ):
-        raise APIError(
-            400, "Invalid 'max_concurrency': expected a positive integer.", "invalid_value", "max_concurrency"
-        )
+    max_concurrency = _max_concurrency(body.get("max_concurrency"), rt.settings)
     source = rt.store.files.get(input_file_id)
     if source is None or source.owner != owner:
         raise APIError(
@@ -244,9 +266,17 @@ async def cancel_batch(batch_id: str, rt: RuntimeDep, owner: OwnerDep) -> JSONRe
 
 
 def _content_type(filename: str, uploaded: str | None) -> str:
-    if filename.lower().endswith(".jsonl"):
+    """The type the file's content is served with: always one of :data:`CONTENT_TYPES`."""
+    name = filename.lower()
+    if name.endswith(".jsonl"):
         return "application/jsonl"
-    return uploaded or "application/octet-stream"
+    if name.endswith(".ndjson"):
+        return "application/x-ndjson"
+    declared = (uploaded or "").split(";", 1)[0].strip().lower()
+    if declared in CONTENT_TYPES:
+        return declared
+    guessed = mimetypes.guess_type(name, strict=False)[0]
+    return guessed if guessed in CONTENT_TYPES else "text/plain"
 
 
 @api.post("/files")
@@ -291,11 +321,20 @@ async def list_files(
     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
     order: str = "desc",
     purpose: str | None = None,
+    sha256: str | None = None,
 ) -> JSONResponse:
     if order not in ("asc", "desc"):
         raise APIError(400, "Invalid value for 'order': expected 'asc' or 'desc'.", "invalid_value", "order")
+    if sha256 is not None and not SHA256_HEX.match(sha256):
+        raise APIError(
+            400, "Invalid value for 'sha256': expected 64 lowercase hex digits.", "invalid_value", "sha256"
+        )
     items = [
-        f for f in rt.store.files.values() if f.owner == owner and (purpose is None or f.purpose == purpose)
+        f
+        for f in rt.store.files.values()
+        if f.owner == owner
+        and (purpose is None or f.purpose == purpose)
+        and (sha256 is None or f.sha256 == sha256)
     ]
     if order == "desc":
         items.reverse()
@@ -310,7 +349,8 @@ async def get_file(file_id: str, rt: RuntimeDep, owner: OwnerDep) -> JSONRespons
 @api.get("/files/{file_id}/content")
 async def file_content(file_id: str, rt: RuntimeDep, owner: OwnerDep) -> FileResponse:
     rec = _file(rt, owner, file_id)
-    return FileResponse(rt.store.blob_path(rec.id), media_type=rec.content_type)
+    # Re-derived so that files kept in a data directory from older emulators are served a listed type too.
+    return FileResponse(rt.store.blob_path(rec.id), media_type=_content_type(rec.filename, rec.content_type))
 
 
 @api.delete("/files/{file_id}")
@@ -416,17 +456,17 @@ async def set_rate_limit(request: Request, rt: RuntimeDep) -> dict[str, Any]:
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return error_response(exc.status, exc.message, exc.code, exc.param)
+    return error_response(request, exc.status, exc.message, exc.code, exc.param)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
-        return error_response(404, f"Unknown request URL: {where}.", "unknown_url")
+        return error_response(request, 404, f"Unknown request URL: {where}.", "unknown_url")
     if exc.status_code == 405:
-        return error_response(405, f"Method not allowed: {where}.", "method_not_allowed")
-    return error_response(exc.status_code, str(exc.detail))
+        return error_response(request, 405, f"Method not allowed: {where}.", "method_not_allowed")
+    return error_response(request, exc.status_code, str(exc.detail))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -435,13 +475,12 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     param = (
         ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")) or None
     )
-    return error_response(
-        400, f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", "invalid_value", param
-    )
+    message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
+    return error_response(request, 400, message, "invalid_value", param)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(500, "The emulator hit an internal error.", None, None, "server_error")
+    return error_response(request, 500, "The emulator hit an internal error.", None, None, "server_error")
 
 
 def create_app(
