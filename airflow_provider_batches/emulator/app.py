@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import mimetypes
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
@@ -22,52 +20,19 @@ from airflow_provider_batches.emulator.answers import ENDPOINTS
 from airflow_provider_batches.emulator.faults import ADMIN_PREFIX, Control, EmulatorMiddleware
 from airflow_provider_batches.emulator.lifecycle import Engine, view_batch
 from airflow_provider_batches.emulator.settings import EmulatorSettings
+from airflow_provider_batches.emulator.shapes import (
+    API_PREFIX,
+    SHA256_HEX,
+    APIError,
+    content_type,
+    error_response,
+    max_concurrency,
+)
 from airflow_provider_batches.emulator.store import BatchRecord, FileRecord, Owner, Store
 from airflow_provider_batches.emulator.upload import UploadError, receive_upload
 
-API_PREFIX = "/api/v1/llm"
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 COMPLETION_WINDOWS = ("24h",)
-# The content types the vendor SDK accepts for file content (it raises on any other, even on a 200).
-CONTENT_TYPES = frozenset(
-    {
-        "text/plain", "text/csv", "text/html", "text/css", "text/javascript", "text/markdown", "text/xml",
-        "text/x-python", "application/json", "application/x-ndjson", "application/jsonl", "application/xml",
-        "application/javascript", "application/pdf", "image/png", "image/jpeg", "image/jpg", "image/gif",
-        "image/webp", "image/tiff", "image/svg+xml", "application/rtf", "application/msword",
-        "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    }
-)  # fmt: skip
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-class APIError(Exception):
-    """An error answer in the API's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-
-
-# The vendor SDK types this route's 400, 401, 404 and 500 bodies with an integer ``code`` (the status);
-# the other routes' errors carry a string code.
-_CONTENT_PATH = re.compile(rf"^{API_PREFIX}/files/[^/]+/content$")
-
-
-def error_response(
-    request: Request,
-    status: int,
-    message: str,
-    code: str | None = None,
-    param: str | None = None,
-    kind: str = "invalid_request_error",
-) -> JSONResponse:
-    wire_code: str | int | None = status if _CONTENT_PATH.match(request.url.path) else code
-    error = {"message": message, "type": kind, "param": param, "code": wire_code}
-    return JSONResponse({"error": error}, status_code=status)
 
 
 @dataclass
@@ -138,21 +103,6 @@ def _metadata(value: Any) -> dict[str, str] | None:
     return value
 
 
-def _max_concurrency(value: Any, settings: EmulatorSettings) -> int:
-    """The batch's ``max_concurrency``: the default when absent, refused above the ceiling."""
-    if value is None:
-        return settings.default_line_concurrency
-    ceiling = settings.max_line_concurrency
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= ceiling:
-        raise APIError(
-            400,
-            f"Invalid 'max_concurrency': expected an integer from 1 to {ceiling}.",
-            "invalid_value",
-            "max_concurrency",
-        )
-    return value
-
-
 def _page(
     items: Sequence[Any], after: str | None, limit: int, to_api: Callable[[Any], dict[str, Any]]
 ) -> JSONResponse:
@@ -208,7 +158,7 @@ async def create_batch(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSO
             "completion_window",
         )
     metadata = _metadata(body.get("metadata"))
-    max_concurrency = _max_concurrency(body.get("max_concurrency"), rt.settings)
+    concurrency = max_concurrency(body.get("max_concurrency"), rt.settings)
     source = rt.store.files.get(input_file_id)
     if source is None or source.owner != owner:
         raise APIError(
@@ -231,7 +181,7 @@ async def create_batch(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSO
         endpoint=endpoint,
         completion_window=window,
         metadata=metadata,
-        max_concurrency=max_concurrency,
+        max_concurrency=concurrency,
         window_seconds=s.completion_window_seconds,
         validation_seconds=s.validation_seconds,
         lines_per_second=s.lines_per_second,
@@ -265,20 +215,6 @@ async def cancel_batch(batch_id: str, rt: RuntimeDep, owner: OwnerDep) -> JSONRe
     return JSONResponse(view_batch(rec, rt.store.clock.now()))
 
 
-def _content_type(filename: str, uploaded: str | None) -> str:
-    """The type the file's content is served with: always one of :data:`CONTENT_TYPES`."""
-    name = filename.lower()
-    if name.endswith(".jsonl"):
-        return "application/jsonl"
-    if name.endswith(".ndjson"):
-        return "application/x-ndjson"
-    declared = (uploaded or "").split(";", 1)[0].strip().lower()
-    if declared in CONTENT_TYPES:
-        return declared
-    guessed = mimetypes.guess_type(name, strict=False)[0]
-    return guessed if guessed in CONTENT_TYPES else "text/plain"
-
-
 @api.post("/files")
 async def upload_file(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSONResponse:
     tmp = rt.store.tmp_path()
@@ -302,7 +238,7 @@ async def upload_file(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSON
             tmp,
             filename=upload.filename,
             purpose=purpose,
-            content_type=_content_type(upload.filename, upload.content_type),
+            content_type=content_type(upload.filename, upload.content_type),
             size=upload.size,
             sha256=upload.sha256,
         )
@@ -346,11 +282,17 @@ async def get_file(file_id: str, rt: RuntimeDep, owner: OwnerDep) -> JSONRespons
     return JSONResponse(_file(rt, owner, file_id).to_api())
 
 
+@api.get("/files//content")
+async def file_content_without_id(owner: OwnerDep) -> None:
+    """What the SDK sends for ``file_id=""``: the 400 it types as "File ID is required"."""
+    raise APIError(400, "Invalid request: a file ID is required.", "missing_required_parameter", "file_id")
+
+
 @api.get("/files/{file_id}/content")
 async def file_content(file_id: str, rt: RuntimeDep, owner: OwnerDep) -> FileResponse:
     rec = _file(rt, owner, file_id)
     # Re-derived so that files kept in a data directory from older emulators are served a listed type too.
-    return FileResponse(rt.store.blob_path(rec.id), media_type=_content_type(rec.filename, rec.content_type))
+    return FileResponse(rt.store.blob_path(rec.id), media_type=content_type(rec.filename, rec.content_type))
 
 
 @api.delete("/files/{file_id}")
