@@ -425,6 +425,16 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 500, "The emulator hit an internal error.", None, None, "server_error")
 
 
+def _upgrade_records(store: Store, settings: EmulatorSettings) -> None:
+    """Give records kept by older emulators the shapes the SDK reads (in memory; saved on next change)."""
+    for batch in store.batches.values():
+        if batch.max_concurrency is None:
+            batch.max_concurrency = settings.default_line_concurrency
+    for file in store.files.values():
+        if file.purpose == "batch_output":
+            file.purpose = "batch"
+
+
 def create_app(
     settings: EmulatorSettings,
     store: Store,
@@ -433,6 +443,7 @@ def create_app(
 ) -> ASGIApp:
     """The emulator as an ASGI app; ``transports`` is filled by the server (see faults)."""
     control = control or Control(settings.latency, settings.rate_limit)
+    _upgrade_records(store, settings)
     engine = Engine(store)
     keys = {key: hashlib.sha256(key.encode()).hexdigest()[:16] for key in settings.api_keys}
 
