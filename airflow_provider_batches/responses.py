@@ -60,6 +60,9 @@ def _message_from_json(data: Any) -> str | None:
         message = error.get("message")
         code = error.get("code")
         if isinstance(message, str) and message.strip():
+            # File content errors carry an integer code (the status), the others a string.
+            if isinstance(code, int) and not isinstance(code, bool):
+                code = str(code)
             return (
                 f"{message} [{code}]" if isinstance(code, str) and code and code not in message else message
             )

@@ -93,6 +93,8 @@ def validate_filename(value: object) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise MKA1InvalidInputError(f"Invalid filename {shown(value)}: expected a non-blank name.")
+    if value == "blob":  # the browsers' placeholder: the API reads it as no filename at all
+        raise MKA1InvalidInputError("Invalid filename 'blob': the API reads it as no filename; pass another.")
     if len(value) > 255 or not value.isprintable():
         raise MKA1InvalidInputError(
             f"Invalid filename {shown(value)}: at most 255 printable characters, no control characters."

@@ -25,6 +25,11 @@ from airflow_provider_batches.responses import api_error, error_message
             "application/json",
             "No batch found [not_found]",
         ),
+        (
+            b'{"error": {"message": "No such file", "type": "invalid_request_error", "code": 404}}',
+            "application/json",
+            "No such file [404]",
+        ),
         (b'{"error": {"message": "Bad", "code": null}}', "application/json", "Bad"),
         (b'{"detail": "Not Found"}', "application/json", "Not Found"),
         (b'{"detail": [{"loc": ["x"], "msg": "bad"}]}', "application/json", '[{"loc":["x"],"msg":"bad"}]'),

@@ -40,6 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     timings.add_argument(
         "--rate-limit", type=float, default=None, help="API calls per second per key (default: none)"
     )
+    concurrency = p.add_argument_group("batch line concurrency (max_concurrency)")
+    concurrency.add_argument(
+        "--default-line-concurrency",
+        type=int,
+        default=defaults.default_line_concurrency,
+        help="max_concurrency of a batch created without one (default: %(default)s)",
+    )
+    concurrency.add_argument(
+        "--max-line-concurrency",
+        type=int,
+        default=defaults.max_line_concurrency,
+        help="the highest max_concurrency a create accepts (default: %(default)s)",
+    )
     return p
 
 
@@ -59,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             time_scale=args.time_scale,
             latency=args.latency,
             rate_limit=args.rate_limit,
+            default_line_concurrency=args.default_line_concurrency,
+            max_line_concurrency=args.max_line_concurrency,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -20,31 +20,19 @@ from airflow_provider_batches.emulator.answers import ENDPOINTS
 from airflow_provider_batches.emulator.faults import ADMIN_PREFIX, Control, EmulatorMiddleware
 from airflow_provider_batches.emulator.lifecycle import Engine, view_batch
 from airflow_provider_batches.emulator.settings import EmulatorSettings
+from airflow_provider_batches.emulator.shapes import (
+    API_PREFIX,
+    SHA256_HEX,
+    APIError,
+    content_type,
+    error_response,
+    max_concurrency,
+)
 from airflow_provider_batches.emulator.store import BatchRecord, FileRecord, Owner, Store
 from airflow_provider_batches.emulator.upload import UploadError, receive_upload
 
-API_PREFIX = "/api/v1/llm"
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 COMPLETION_WINDOWS = ("24h",)
-
-
-class APIError(Exception):
-    """An error answer in the API's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-
-
-def error_response(
-    status: int,
-    message: str,
-    code: str | None = None,
-    param: str | None = None,
-    kind: str = "invalid_request_error",
-) -> JSONResponse:
-    error = {"message": message, "type": kind, "param": param, "code": code}
-    return JSONResponse({"error": error}, status_code=status)
 
 
 @dataclass
@@ -112,16 +100,6 @@ def _metadata(value: Any) -> dict[str, str] | None:
             "invalid_type",
             "metadata",
         )
-    if len(value) > 16:
-        raise APIError(400, "Invalid 'metadata': at most 16 keys.", "invalid_value", "metadata")
-    for k, v in value.items():
-        if len(k) > 64 or len(v) > 512:
-            raise APIError(
-                400,
-                "Invalid 'metadata': keys are at most 64 characters, values 512.",
-                "invalid_value",
-                "metadata",
-            )
     return value
 
 
@@ -180,13 +158,7 @@ async def create_batch(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSO
             "completion_window",
         )
     metadata = _metadata(body.get("metadata"))
-    max_concurrency = body.get("max_concurrency")
-    if max_concurrency is not None and (
-        not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
-    ):
-        raise APIError(
-            400, "Invalid 'max_concurrency': expected a positive integer.", "invalid_value", "max_concurrency"
-        )
+    concurrency = max_concurrency(body.get("max_concurrency"), rt.settings)
     source = rt.store.files.get(input_file_id)
     if source is None or source.owner != owner:
         raise APIError(
@@ -209,7 +181,7 @@ async def create_batch(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSO
         endpoint=endpoint,
         completion_window=window,
         metadata=metadata,
-        max_concurrency=max_concurrency,
+        max_concurrency=concurrency,
         window_seconds=s.completion_window_seconds,
         validation_seconds=s.validation_seconds,
         lines_per_second=s.lines_per_second,
@@ -243,12 +215,6 @@ async def cancel_batch(batch_id: str, rt: RuntimeDep, owner: OwnerDep) -> JSONRe
     return JSONResponse(view_batch(rec, rt.store.clock.now()))
 
 
-def _content_type(filename: str, uploaded: str | None) -> str:
-    if filename.lower().endswith(".jsonl"):
-        return "application/jsonl"
-    return uploaded or "application/octet-stream"
-
-
 @api.post("/files")
 async def upload_file(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSONResponse:
     tmp = rt.store.tmp_path()
@@ -272,7 +238,7 @@ async def upload_file(request: Request, rt: RuntimeDep, owner: OwnerDep) -> JSON
             tmp,
             filename=upload.filename,
             purpose=purpose,
-            content_type=_content_type(upload.filename, upload.content_type),
+            content_type=content_type(upload.filename, upload.content_type),
             size=upload.size,
             sha256=upload.sha256,
         )
@@ -291,11 +257,20 @@ async def list_files(
     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
     order: str = "desc",
     purpose: str | None = None,
+    sha256: str | None = None,
 ) -> JSONResponse:
     if order not in ("asc", "desc"):
         raise APIError(400, "Invalid value for 'order': expected 'asc' or 'desc'.", "invalid_value", "order")
+    if sha256 is not None and not SHA256_HEX.match(sha256):
+        raise APIError(
+            400, "Invalid value for 'sha256': expected 64 lowercase hex digits.", "invalid_value", "sha256"
+        )
     items = [
-        f for f in rt.store.files.values() if f.owner == owner and (purpose is None or f.purpose == purpose)
+        f
+        for f in rt.store.files.values()
+        if f.owner == owner
+        and (purpose is None or f.purpose == purpose)
+        and (sha256 is None or f.sha256 == sha256)
     ]
     if order == "desc":
         items.reverse()
@@ -307,10 +282,17 @@ async def get_file(file_id: str, rt: RuntimeDep, owner: OwnerDep) -> JSONRespons
     return JSONResponse(_file(rt, owner, file_id).to_api())
 
 
+@api.get("/files//content")
+async def file_content_without_id(owner: OwnerDep) -> None:
+    """What the SDK sends for ``file_id=""``: the 400 it types as "File ID is required"."""
+    raise APIError(400, "Invalid request: a file ID is required.", "missing_required_parameter", "file_id")
+
+
 @api.get("/files/{file_id}/content")
 async def file_content(file_id: str, rt: RuntimeDep, owner: OwnerDep) -> FileResponse:
     rec = _file(rt, owner, file_id)
-    return FileResponse(rt.store.blob_path(rec.id), media_type=rec.content_type)
+    # Re-derived so that files kept in a data directory from older emulators are served a listed type too.
+    return FileResponse(rt.store.blob_path(rec.id), media_type=content_type(rec.filename, rec.content_type))
 
 
 @api.delete("/files/{file_id}")
@@ -416,17 +398,17 @@ async def set_rate_limit(request: Request, rt: RuntimeDep) -> dict[str, Any]:
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return error_response(exc.status, exc.message, exc.code, exc.param)
+    return error_response(request, exc.status, exc.message, exc.code, exc.param)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
-        return error_response(404, f"Unknown request URL: {where}.", "unknown_url")
+        return error_response(request, 404, f"Unknown request URL: {where}.", "unknown_url")
     if exc.status_code == 405:
-        return error_response(405, f"Method not allowed: {where}.", "method_not_allowed")
-    return error_response(exc.status_code, str(exc.detail))
+        return error_response(request, 405, f"Method not allowed: {where}.", "method_not_allowed")
+    return error_response(request, exc.status_code, str(exc.detail))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -435,13 +417,22 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     param = (
         ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")) or None
     )
-    return error_response(
-        400, f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", "invalid_value", param
-    )
+    message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
+    return error_response(request, 400, message, "invalid_value", param)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(500, "The emulator hit an internal error.", None, None, "server_error")
+    return error_response(request, 500, "The emulator hit an internal error.", None, None, "server_error")
+
+
+def _upgrade_records(store: Store, settings: EmulatorSettings) -> None:
+    """Give records kept by older emulators the shapes the SDK reads (in memory; saved on next change)."""
+    for batch in store.batches.values():
+        if batch.max_concurrency is None:
+            batch.max_concurrency = settings.default_line_concurrency
+    for file in store.files.values():
+        if file.purpose == "batch_output":
+            file.purpose = "batch"
 
 
 def create_app(
@@ -452,6 +443,7 @@ def create_app(
 ) -> ASGIApp:
     """The emulator as an ASGI app; ``transports`` is filled by the server (see faults)."""
     control = control or Control(settings.latency, settings.rate_limit)
+    _upgrade_records(store, settings)
     engine = Engine(store)
     keys = {key: hashlib.sha256(key.encode()).hexdigest()[:16] for key in settings.api_keys}
 

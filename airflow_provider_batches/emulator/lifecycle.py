@@ -251,7 +251,7 @@ class Engine:
         endpoint: str,
         completion_window: str,
         metadata: dict[str, str] | None,
-        max_concurrency: int | None,
+        max_concurrency: int,
         window_seconds: float,
         validation_seconds: float,
         lines_per_second: float,
@@ -361,7 +361,7 @@ class Engine:
                     owner,
                     path,
                     filename=f"{rec.id}_{kind}.jsonl",
-                    purpose="batch_output",
+                    purpose="batch",  # the SDK lists no other purpose a batch's files could have
                     content_type="application/jsonl",
                     size=path.stat().st_size,
                     sha256=await self._blocking(rec, _sha256, path),

@@ -154,7 +154,8 @@ def run_emulator(
     :param api_keys: the accepted API keys.
     :param data_dir: where state is kept (kept after exit); a temporary directory (removed on exit) when None.
     :param options: any other :class:`EmulatorSettings` field: validation_seconds, lines_per_second,
-        finalizing_seconds, completion_window_seconds, time_scale, latency, rate_limit, host, port.
+        finalizing_seconds, completion_window_seconds, time_scale, latency, rate_limit,
+        default_line_concurrency, max_line_concurrency, host, port.
     """
     settings = EmulatorSettings(api_keys=tuple(api_keys), data_dir=data_dir, **options)
     server = EmulatorServer(settings)

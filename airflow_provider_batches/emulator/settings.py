@@ -21,6 +21,10 @@ class EmulatorSettings:
     :param time_scale: how many times faster than real time the emulator clock runs.
     :param latency: seconds added to every API call (not to the admin endpoints).
     :param rate_limit: requests per second allowed per API key; None for no limit.
+    :param default_line_concurrency: the ``max_concurrency`` of a batch created without one (the gateway's
+        ``BATCH_DEFAULT_LINE_CONCURRENCY``; its real value is not published).
+    :param max_line_concurrency: the highest ``max_concurrency`` a create accepts (the gateway's
+        ``BATCH_MAX_LINE_CONCURRENCY``); above it the create is refused with a 400.
     """
 
     api_keys: tuple[str, ...] = ("test-key",)
@@ -34,6 +38,8 @@ class EmulatorSettings:
     time_scale: float = 1.0
     latency: float = 0.0
     rate_limit: float | None = None
+    default_line_concurrency: int = 8
+    max_line_concurrency: int = 64
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_keys", tuple(self.api_keys))
@@ -47,5 +53,7 @@ class EmulatorSettings:
                 raise ValueError(f"{name} must be > 0")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError("rate_limit must be > 0 or None")
+        if not 1 <= self.default_line_concurrency <= self.max_line_concurrency:
+            raise ValueError("need 1 <= default_line_concurrency <= max_line_concurrency")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be in 0..65535")

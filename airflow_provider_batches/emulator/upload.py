@@ -80,8 +80,11 @@ async def receive_upload(request: Request, dest: Path, file_field: str = "file")
         if name == file_field and not seen_file:
             seen_file = True
             filename = disposition.get(b"filename")
-            if filename is None or not filename.strip():
-                raise UploadError(f"The '{file_field}' part needs a non-blank filename.", file_field)
+            # "blob" is what browsers send for a part without a name: the API reads it as no filename.
+            if filename is None or not filename.strip() or filename == b"blob":
+                raise UploadError(
+                    f"The '{file_field}' part needs a non-blank filename other than 'blob'.", file_field
+                )
             upload.filename = _decode(filename)
             upload.content_type = _decode(headers.get("content-type", b"")).strip() or None
             part["file"] = True

@@ -80,23 +80,38 @@ def test_cli_serves_with_default_timings_and_stops_on_sigterm(tmp_path: Path) ->
 
 
 def test_cli_keeps_a_given_data_dir_and_several_keys(tmp_path: Path) -> None:
-    with cli("--api-key", "k1", "--api-key", "k2", "--data-dir", str(tmp_path), "--latency", "0.1") as (
-        proc,
-        url,
-    ):
+    args = ("--api-key", "k1", "--api-key", "k2", "--data-dir", str(tmp_path), "--latency", "0.1")
+    concurrency = ("--default-line-concurrency", "3", "--max-line-concurrency", "5")
+    with cli(*args, *concurrency) as (proc, url):
         for key in ("k1", "k2"):
             start = time.monotonic()
             r = requests.get(
                 f"{url}/api/v1/llm/batches", headers={"Authorization": f"Bearer {key}"}, timeout=10
             )
             assert r.status_code == 200 and time.monotonic() - start >= 0.1
+        auth = {"Authorization": "Bearer k1"}
+        f = requests.post(
+            f"{url}/api/v1/llm/files",
+            files={"file": ("a.jsonl", b"{}\n")},
+            data={"purpose": "batch"},
+            headers=auth,
+        ).json()
+        create = {"input_file_id": f["id"], "endpoint": "/v1/embeddings", "completion_window": "24h"}
+        r = requests.post(f"{url}/api/v1/llm/batches", json=create, headers=auth, timeout=10)
+        assert r.json()["max_concurrency"] == 3
+        r = requests.post(f"{url}/api/v1/llm/batches", json={**create, "max_concurrency": 6}, headers=auth)
+        assert r.status_code == 400 and "from 1 to 5" in r.json()["error"]["message"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
     assert (tmp_path / "clock.json").exists() and (tmp_path / "batches").is_dir()
 
 
 def test_cli_rejects_bad_arguments() -> None:
-    for args in ([], ["--api-key", "k", "--lines-per-second", "0"]):
+    for args in (
+        [],
+        ["--api-key", "k", "--lines-per-second", "0"],
+        ["--api-key", "k", "--default-line-concurrency", "9", "--max-line-concurrency", "8"],
+    ):
         r = subprocess.run(
             [sys.executable, "-m", "airflow_provider_batches.emulator", "--port", "0", *args],
             capture_output=True,

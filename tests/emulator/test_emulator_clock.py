@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -108,6 +109,26 @@ def test_restart_on_the_same_data_dir_keeps_files_and_batches_running(tmp_path: 
         newer = api.submit(jsonl(1))
         assert api.get("/batches", params={"limit": 1}).json()["data"][0]["id"] == newer["id"]
     assert (tmp_path / "files").is_dir()  # a given data dir is kept
+
+
+def test_records_of_an_older_emulator_are_served_in_the_sdks_shapes(tmp_path: Path) -> None:
+    with run_emulator(api_keys=(KEY,), data_dir=tmp_path, **FAST) as emu:
+        api = Client(emu)
+        done = api.wait(api.submit(jsonl(2))["id"])
+    # What emulators before the SDK contract wrote: no max_concurrency, purpose batch_output, any type.
+    batch_json = tmp_path / "batches" / f"{done['id']}.json"
+    file_json = tmp_path / "files" / f"{done['output_file_id']}.json"
+    for path, changes in (
+        (batch_json, {"max_concurrency": None}),
+        (file_json, {"purpose": "batch_output", "content_type": "application/octet-stream"}),
+    ):
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    with run_emulator(api_keys=(KEY,), data_dir=tmp_path, **FAST) as emu:
+        api = Client(emu)
+        assert api.batch(done["id"])["max_concurrency"] == emu.settings.default_line_concurrency
+        assert api.get(f"/files/{done['output_file_id']}").json()["purpose"] == "batch"
+        content = api.get(f"/files/{done['output_file_id']}/content")
+        assert content.headers["Content-Type"] == "application/jsonl"
 
 
 def test_a_temporary_data_dir_is_removed_on_exit() -> None:

@@ -40,11 +40,17 @@ def test_upload_get_and_content(api: Client) -> None:
     ("filename", "part_type", "expected"),
     [
         ("notes.txt", "text/plain", "text/plain"),
-        ("blob.bin", None, "application/octet-stream"),
         ("UPPER.JSONL", "application/octet-stream", "application/jsonl"),
+        ("rows.ndjson", None, "application/x-ndjson"),
+        ("table.csv", "text/csv; charset=utf-8", "text/csv"),
+        ("picture", "image/png", "image/png"),
+        ("report.pdf", "application/octet-stream", "application/pdf"),
+        # Neither the part's type nor the name gives a type the SDK lists: served as plain text.
+        ("blob.bin", None, "text/plain"),
+        ("data.parquet", "application/x-parquet", "text/plain"),
     ],
 )
-def test_content_type_follows_the_upload(
+def test_content_type_is_one_the_sdk_lists(
     api: Client, filename: str, part_type: str | None, expected: str
 ) -> None:
     part = (filename, b"abc") if part_type is None else (filename, b"abc", part_type)
@@ -87,11 +93,19 @@ def test_upload_is_streamed_in_chunks(api: Client) -> None:
     [
         ({"file": ("", b"x")}, {"purpose": "batch"}, "file"),
         ({"file": ("   ", b"x")}, {"purpose": "batch"}, "file"),
+        ({"file": ("blob", b"x")}, {"purpose": "batch"}, "file"),
         ({"other": ("a.jsonl", b"x")}, {"purpose": "batch"}, "file"),
         ({"file": ("a.jsonl", b"x")}, {}, "purpose"),
         ({"file": ("a.jsonl", b"x")}, {"purpose": "training"}, "purpose"),
     ],
-    ids=["blank-filename", "whitespace-filename", "no-file-part", "no-purpose", "bad-purpose"],
+    ids=[
+        "blank-filename",
+        "whitespace-filename",
+        "blob-filename",
+        "no-file-part",
+        "no-purpose",
+        "bad-purpose",
+    ],
 )
 def test_upload_validation(api: Client, files: dict, data: dict, param: str) -> None:
     assert_error(api.post("/files", files=files, data=data), 400, param)
@@ -121,6 +135,14 @@ def test_list_orders_pages_and_filters(emu, api: Client) -> None:
         ids[1],
     ]
 
+    other = owner.upload(jsonl(2), "other.jsonl")
+    by_hash = owner.get("/files", params={"sha256": other["sha256"]}).json()["data"]
+    assert [f["id"] for f in by_hash] == [other["id"]]
+    same = owner.get("/files", params={"sha256": owner.get(f"/files/{ids[0]}").json()["sha256"]}).json()
+    assert [f["id"] for f in same["data"]] == ids[::-1]
+    assert owner.get("/files", params={"sha256": "0" * 64}).json()["data"] == []
+    owner.delete(f"/files/{other['id']}")
+
     seen, after = [], None
     while True:
         params = {"limit": 2, "order": "asc", **({"after": after} if after else {})}
@@ -144,6 +166,8 @@ def test_list_orders_pages_and_filters(emu, api: Client) -> None:
         ({"limit": "many"}, "limit"),
         ({"order": "sideways"}, "order"),
         ({"after": "file-doesnotexist"}, "after"),
+        ({"sha256": "ABC"}, "sha256"),
+        ({"sha256": "A" * 64}, "sha256"),
     ],
 )
 def test_list_validation(api: Client, params: dict, param: str) -> None:
@@ -177,6 +201,7 @@ def test_auth(emu, headers: dict) -> None:
         ("GET", "/batches"),
         ("POST", "/batches"),
         ("GET", "/files/file-x"),
+        ("GET", "/files/file-x/content"),
     ):
         assert_error(requests.request(method, emu.api_url + path, headers=headers, timeout=10), 401)
 

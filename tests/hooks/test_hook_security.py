@@ -69,6 +69,7 @@ def test_hostile_upload_arguments_send_nothing(
         {"filename": "a\r\nb.jsonl"},
         {"filename": "  "},
         {"filename": "x" * 300},
+        {"filename": "blob"},
         {"purpose": "batch\n"},
     ):
         with pytest.raises(MKA1InvalidInputError):
