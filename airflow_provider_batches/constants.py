@@ -21,6 +21,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 """Connect timeout of one try, in seconds (never more than the read timeout)."""
 USER_AGENT = f"airflow-provider-batches/{__version__}"
 REQUEST_ID_HEADER = "X-Request-ID"
+MAX_HEADER_VALUE_LENGTH = 256
+"""The longest header value sent (``X-On-Behalf-Of``); the connection form declares the same."""
 
 # The retry rule of one call.
 DEFAULT_MAX_RETRIES = 5

@@ -16,6 +16,7 @@ from airflow_provider_batches.constants import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    MAX_HEADER_VALUE_LENGTH,
 )
 
 __all__ = ["CONNECTION_TYPE", "CONN_FIELDS", "DEFAULT_CONN_ID", "UI_FIELD_BEHAVIOUR", "get_provider_info"]
@@ -24,19 +25,29 @@ __all__ = ["CONNECTION_TYPE", "CONN_FIELDS", "DEFAULT_CONN_ID", "UI_FIELD_BEHAVI
 # the hook's get_connection_form_widgets / get_ui_field_behaviour build 2.11-3.1's form from the same data,
 # and settings.settings_from_connection reads exactly these names.
 
+# What X-On-Behalf-Of may carry (validation.validate_header_value): printable ASCII, no spaces at either end.
+ON_BEHALF_OF_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
+
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "on_behalf_of": {
         "label": "On behalf of (end-user id)",
-        "description": "Sent as X-On-Behalf-Of: files and batches then belong to that end user.",
-        "schema": {"type": ["string", "null"]},
+        "description": "Sent as X-On-Behalf-Of: files and batches then belong to that end user. Printable "
+        f"ASCII, no spaces at either end, at most {MAX_HEADER_VALUE_LENGTH} characters; empty for none.",
+        "schema": {
+            "type": ["string", "null"],
+            "pattern": ON_BEHALF_OF_PATTERN,
+            "maxLength": MAX_HEADER_VALUE_LENGTH,
+        },
     },
     "base_path": {
         "label": "Base path",
-        "description": "Path prefix of the Batch API under the host.",
+        "description": f"Path prefix of the Batch API under the host (default {DEFAULT_BASE_PATH}).",
         "schema": {"type": ["string", "null"], "default": DEFAULT_BASE_PATH},
     },
     "timeout": {
         "label": "Read timeout (seconds)",
+        "description": "How long one request may wait for the API's answer before it is retried "
+        f"(default {DEFAULT_TIMEOUT:g}). Connecting has its own limit of 10 seconds.",
         "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "minimum": 1},
     },
     "max_retries": {
@@ -51,6 +62,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "verify": {
         "label": "Verify TLS certificates",
+        "description": "Turn off only for a test server with a self-signed certificate; for a private "
+        "certificate authority set CA bundle instead.",
         "schema": {"type": ["boolean", "null"], "default": True},
     },
     "scheme": {
@@ -59,12 +72,19 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "https otherwise).",
         "schema": {"type": ["string", "null"], "enum": ["http", "https", None]},
     },
+    "ca_bundle": {
+        "label": "CA bundle (path)",
+        "description": "Path of a PEM file of CA certificates that verifies the API's certificate instead "
+        "of the system's; it must exist on every worker and triggerer.",
+        "schema": {"type": ["string", "null"]},
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["schema", "port", "login", "extra"],
-    "relabeling": {"host": "Base URL", "password": "API key"},
-    "placeholders": {"host": DEFAULT_BASE_URL, "password": "mka1-..."},
+    # Port stays visible: Airflow 3.3.0-3.3.2 refuse Test for a connection stored without one (README).
+    "hidden-fields": ["schema", "login", "extra"],
+    "relabeling": {"host": "Base URL", "password": "API key", "port": "Port"},
+    "placeholders": {"host": DEFAULT_BASE_URL, "password": "mka1-...", "port": "443"},
 }
 
 
@@ -72,17 +92,24 @@ def connection_form_widgets() -> dict[str, Any]:
     """The extra fields of Airflow 2.11-3.1's connection form (wtforms), built from ``CONN_FIELDS``."""
     from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
     from wtforms import IntegerField, StringField
-    from wtforms.validators import NumberRange, Optional
+    from wtforms.validators import Length, NumberRange, Optional, Regexp
 
     widgets: dict[str, Any] = {}
     for name, spec in CONN_FIELDS.items():
         schema = spec["schema"]
         kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         options = {"description": spec.get("description", ""), "default": schema.get("default")}
+        if "pattern" in schema:
+            # Airflow 2's form refuses the value on save, with the field's help text as the reason.
+            message = options["description"]
+            options["validators"] = [
+                Optional(),
+                Length(max=schema["maxLength"], message=message),
+                Regexp(schema["pattern"], message=message),
+            ]
         if "boolean" in kinds:
-            # Text, not a checkbox: an unticked box saves nothing (so "false" could never be set),
-            # and verify also takes the path of a CA bundle.
-            options["description"] = options["description"] or "true, false or the path of a CA bundle"
+            # Text, not a checkbox: an unticked box saves nothing, so "false" could never be set.
+            options["description"] += " true or false."
             widgets[name] = StringField(spec["label"], widget=BS3TextFieldWidget(), **options)
         elif "integer" in kinds:
             validators = [Optional(), NumberRange(min=schema.get("minimum"))]

@@ -16,6 +16,7 @@ from airflow_provider_batches.constants import (
     DEFAULT_COMPLETION_WINDOW,
     FILE_PURPOSES,
     IDEMPOTENCY_METADATA_KEY,
+    MAX_HEADER_VALUE_LENGTH,
 )
 from airflow_provider_batches.exceptions import MKA1InvalidInputError
 
@@ -23,7 +24,6 @@ from airflow_provider_batches.exceptions import MKA1InvalidInputError
 # path of a request (/, %, .., whitespace, control characters) and nothing unbounded.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _BASE_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
-MAX_HEADER_VALUE_LENGTH = 256
 
 
 def shown(value: object, limit: int = 60) -> str:

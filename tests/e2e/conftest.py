@@ -67,4 +67,24 @@ def airflow_home(emulator_session, tmp_path_factory) -> Iterator[AirflowHome]:
     yield home
 
 
+@pytest.fixture(scope="session")
+def standalone(tmp_path_factory) -> Iterator[Any]:
+    """One `airflow standalone` (3.x) shared by every test that needs it, with its own slow emulator."""
+    from airflow_provider_batches.emulator import run_emulator
+    from tests.e2e.standalone import DAG_ID, Standalone
+
+    # Slow enough (about 12 s for 60 lines) that the wait clearly happens in the triggerer.
+    with run_emulator(
+        api_keys=(API_KEY,), validation_seconds=1, lines_per_second=6, finalizing_seconds=1
+    ) as emu:
+        airflow = Standalone(tmp_path_factory.mktemp("standalone"), emu.base_url)
+        airflow.emulator = emu
+        airflow.start()
+        try:
+            airflow.wait_for("the DAG to be parsed", lambda: airflow.get(f"/dags/{DAG_ID}").ok, timeout=240)
+            yield airflow
+        finally:
+            airflow.stop()
+
+
 __all__ = ["API_KEY", "AirflowHome", "airflow_env"]

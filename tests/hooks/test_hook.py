@@ -8,24 +8,28 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_batches.validation import validate_on_behalf_of
 from airflow_provider_batches.exceptions import (
     MKA1BadRequestError,
     MKA1InvalidInputError,
     MKA1InvalidResponseError,
     MKA1NotFoundError,
 )
+from airflow_provider_batches.get_provider_info import CONN_FIELDS
 from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
 from airflow_provider_batches.models import Batch, BatchStatus, FileObject
 from tests.conftest import connection_json
 from tests.hooks.conftest import API, wait_terminal, write_jsonl
+from tests.reliability.hostile import HOSTILE_ON_BEHALF_OF, VALID_ON_BEHALF_OF
 
 
 def test_class_attributes_and_form() -> None:
     assert (MKA1Hook.conn_name_attr, MKA1Hook.default_conn_name) == ("mka1_conn_id", "mka1_default")
     assert (MKA1Hook.conn_type, MKA1Hook.hook_name) == ("mka1", "MKA1")
     behaviour = MKA1Hook.get_ui_field_behaviour()
-    assert behaviour["hidden_fields"] == ["schema", "port", "login", "extra"]
-    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
+    # Port shown: Airflow 3.3.0-3.3.2 refuse Test from the list for a connection stored without one.
+    assert behaviour["hidden_fields"] == ["schema", "login", "extra"]
+    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key", "port": "Port"}
 
 
 def test_connection_form_widgets() -> None:
@@ -33,15 +37,6 @@ def test_connection_form_widgets() -> None:
     pytest.importorskip("flask_appbuilder")
     widgets = MKA1Hook.get_connection_form_widgets()
     # backoff_base and scheme were read from the extras but missing from the form (issue 10).
-    assert set(widgets) == {
-        "on_behalf_of",
-        "base_path",
-        "timeout",
-        "max_retries",
-        "backoff_base",
-        "verify",
-        "scheme",
-    }
     assert {name: w.field_class.__name__ for name, w in widgets.items()} == {
         "on_behalf_of": "StringField",
         "base_path": "StringField",
@@ -50,7 +45,40 @@ def test_connection_form_widgets() -> None:
         "backoff_base": "StringField",
         "verify": "StringField",
         "scheme": "StringField",
+        "ca_bundle": "StringField",
     }
+    assert all(w.kwargs["description"] for w in widgets.values())
+
+
+@pytest.mark.parametrize(
+    "value", [*HOSTILE_ON_BEHALF_OF.values(), *VALID_ON_BEHALF_OF, " x", "x ", "a" * 256, "a" * 257]
+)
+def test_the_forms_on_behalf_of_rule_is_the_hooks(value: str) -> None:
+    """The form's pattern and length (3.x: JSON schema; 2.x: WTForms validators) refuse what the hook does."""
+    import re
+
+    schema = CONN_FIELDS["on_behalf_of"]["schema"]
+    form_accepts = bool(re.fullmatch(schema["pattern"], value)) and len(value) <= schema["maxLength"]
+    try:
+        validate_on_behalf_of(value)
+        hook_accepts = True
+    except MKA1InvalidInputError:
+        hook_accepts = False
+    assert form_accepts == hook_accepts
+
+
+def test_the_2x_form_refuses_a_bad_on_behalf_of_on_save() -> None:
+    wtforms = pytest.importorskip("wtforms")
+    pytest.importorskip("flask_appbuilder")
+    from werkzeug.datastructures import MultiDict
+
+    field = MKA1Hook.get_connection_form_widgets()["on_behalf_of"]
+    form_class = type("Form", (wtforms.Form,), {"on_behalf_of": field})
+    assert form_class(MultiDict({"on_behalf_of": "user-42"})).validate()
+    refused = form_class(MultiDict({"on_behalf_of": "user 42 "}))
+    assert not refused.validate()
+    assert "Printable ASCII" in refused.errors["on_behalf_of"][0]
+    assert form_class(MultiDict({"on_behalf_of": ""})).validate()  # empty: no end user
 
 
 def test_upload_get_list_delete_file(hook: MKA1Hook, input_file: Path, emulator) -> None:
