@@ -10,11 +10,12 @@ where the request and result files go.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.operators.mka1 import MKA1BatchOperator, MKA1DownloadFileOperator
@@ -24,12 +25,41 @@ QUESTIONS = 60
 # requests of a real batch that fail (a bad prompt, a content filter). Never send this key to the real API.
 LINES_TO_FAIL = {7, 23, 41}
 
+
+def natural_order(custom_id: str) -> list[str | int]:
+    """Sort key that puts q-7 before q-23: runs of digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", custom_id)]
+
+
 with DAG(
     dag_id="example_mka1_batch_pipeline",
+    description="Write 60 chat requests, run them as one MKA1 batch (waiting in the triggerer), fetch and "
+    "summarise the answers.",
+    doc_md="""
+### MKA1 batch pipeline
+
+`make_requests` writes one chat-completion request per question to `requests.jsonl` in **workdir**.
+`batch` uploads the file, creates the batch and **defers**: the wait runs in the triggerer and holds no
+worker slot; its log shows the batch's progress (share done, failed so far, rate, time left).
+`download` fetches the output file (the `batch` task's `return_value` XCom is its `output_file_id`), and
+`summarize` matches each answer or error to its request by `custom_id`.
+
+Needs the `mka1_default` connection (type **MKA1**: Base URL and API key). Against the provider's emulator
+(`python -m airflow_provider_batches.emulator --api-key demo-key`) three requests fail on purpose, within
+the task's `max_failed_ratio` of 10%.
+""",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": str(Path(tempfile.gettempdir()) / "mka1_example_pipeline")},
+    params={
+        "workdir": Param(
+            str(Path(tempfile.gettempdir()) / "mka1_example_pipeline"),
+            type="string",
+            title="Work directory",
+            description="Where requests.jsonl, results.jsonl and summary.json are written (created if "
+            "missing; on a machine every task of the run can read).",
+        )
+    },
     tags=["example", "mka1"],
 ) as dag:
 
@@ -59,8 +89,9 @@ with DAG(
         endpoint="/v1/chat/completions",
         metadata={"pipeline": "example_mka1_batch_pipeline"},
         deferrable=True,
-        # Poll at least every 5 s (the default is 30 s; the wait stretches toward max_poll_interval as the
-        # batch's progress shows how long it has left).
+        # The shortest time between two polls: every 5 s while the batch validates or finalizes (the
+        # default is 30 s); while its lines run, the polls spread out toward max_poll_interval (300 s by
+        # default) to land about when the batch's progress says the lines will be done.
         poll_interval=5,
         # A few failed requests are expected; more than 10% fails the task.
         max_failed_ratio=0.1,
@@ -90,8 +121,8 @@ with DAG(
         summary = {
             "asked": len(asked),
             "answered": len(answered),
-            "failed": sorted(failed),
-            "missing": sorted(asked - answered.keys() - failed.keys()),
+            "failed": sorted(failed, key=natural_order),
+            "missing": sorted(asked - answered.keys() - failed.keys(), key=natural_order),
             "results_file": downloaded["path"],
         }
         summary_path = Path(downloaded["path"]).with_name("summary.json")

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.operators.mka1 import MKA1BatchOperator
@@ -22,10 +22,29 @@ from airflow_provider_batches.sensors.mka1 import MKA1BatchSensor
 
 with DAG(
     dag_id="example_mka1_sensor",
+    description="Submit 10 embedding requests without waiting, wait with a reschedule-mode sensor, count "
+    "the vectors.",
+    doc_md="""
+### MKA1 sensor
+
+`submit` uploads `embeddings.jsonl` and creates the batch without waiting (`wait_for_completion=False`);
+its `batch_id` XCom is what `wait_for_batch` (an `MKA1BatchSensor` in **reschedule** mode) polls every
+2 s, freeing the worker slot between pokes; each poke logs the batch's progress. The sensor's XCom is the
+final batch as a dict, and `count_answers` reads its `output_file_id` with `MKA1Hook.iter_results`.
+
+Needs the `mka1_default` connection (type **MKA1**: Base URL and API key).
+""",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": str(Path(tempfile.gettempdir()) / "mka1_example_sensor")},
+    params={
+        "workdir": Param(
+            str(Path(tempfile.gettempdir()) / "mka1_example_sensor"),
+            type="string",
+            title="Work directory",
+            description="Where embeddings.jsonl is written (created if missing).",
+        )
+    },
     tags=["example", "mka1"],
 ) as dag:
 

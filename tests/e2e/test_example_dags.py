@@ -23,7 +23,7 @@ def test_batch_pipeline_end_to_end(airflow_home: AirflowHome, tmp_path) -> None:
     assert summary == {
         "asked": 60,
         "answered": 57,
-        "failed": ["q-23", "q-41", "q-7"],
+        "failed": ["q-7", "q-23", "q-41"],
         "missing": [],
         "results_file": str(workdir / "results.jsonl"),
     }
@@ -71,3 +71,25 @@ def test_airflow_knows_the_provider_and_its_connection_type(airflow_home: Airflo
     (mka1,) = [h for h in _json_table(hooks.stdout) if h["connection_type"] == "mka1"]
     assert mka1["class"] == "airflow_provider_batches.hooks.mka1.MKA1Hook"
     assert mka1["hook_name"] == "MKA1"
+
+
+@pytest.mark.parametrize("name", ["example_mka1_batch_pipeline", "example_mka1_sensor"])
+def test_example_dags_explain_themselves(name: str) -> None:
+    """The DAG list shows a description, the DAG page its doc, the trigger form what each param is for."""
+    import runpy
+
+    from tests.e2e.conftest import REPO
+
+    dag = runpy.run_path(str(REPO / "example_dags" / f"{name}.py"))["dag"]
+    assert dag.description and dag.doc_md and "mka1_default" in dag.doc_md
+    workdir = dag.params.get_param("workdir")
+    assert workdir.description and workdir.schema["title"] == "Work directory"
+
+
+def test_the_summary_lists_ids_in_natural_order() -> None:
+    import runpy
+
+    from tests.e2e.conftest import REPO
+
+    key = runpy.run_path(str(REPO / "example_dags" / "example_mka1_batch_pipeline.py"))["natural_order"]
+    assert sorted(["q-41", "q-7", "q-23", "q-100", "a-2"], key=key) == ["a-2", "q-7", "q-23", "q-41", "q-100"]
