@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from airflow_provider_batches.progress import Progress, batch_progress, describe_progress, format_duration
-from tests.triggers.helpers import make_batch
+from tests.conftest import make_batch
 
 
 def test_a_running_batch_reports_share_failures_rate_and_time_left() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_batches.validation import validate_on_behalf_of
 from airflow_provider_batches.exceptions import (
     MKA1BadRequestError,
     MKA1InvalidInputError,
@@ -18,6 +17,7 @@ from airflow_provider_batches.exceptions import (
 from airflow_provider_batches.get_provider_info import CONN_FIELDS
 from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
 from airflow_provider_batches.models import Batch, BatchStatus, FileObject
+from airflow_provider_batches.validation import validate_on_behalf_of
 from tests.conftest import connection_json
 from tests.hooks.conftest import API, wait_terminal, write_jsonl
 from tests.reliability.hostile import HOSTILE_ON_BEHALF_OF, VALID_ON_BEHALF_OF
