@@ -38,6 +38,8 @@ DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_MAX_POLL_INTERVAL = 300.0
 DEFAULT_ERROR_BUDGET = 10
 POLL_JITTER = 0.1
+HEARTBEAT_SECONDS = 240.0
+"""A wait logs a progress line at least this often, even if nothing moved ("still validating after 4 min")."""
 
 # Batches and files.
 DEFAULT_ENDPOINT = "/v1/chat/completions"

@@ -6,7 +6,6 @@ a wait, checked once, and how a trigger is built from them for the sensor and th
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -20,11 +19,12 @@ from airflow_provider_batches.constants import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    HEARTBEAT_SECONDS,
     POLL_JITTER,
 )
 from airflow_provider_batches.exceptions import is_transient
 from airflow_provider_batches.models import Batch, BatchStatus
-from airflow_provider_batches.outcome import describe_batch
+from airflow_provider_batches.progress import batch_progress, describe_progress
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ class WaitOptions:
         """The absolute end of a wait starting now (Unix seconds), or ``None``."""
         return time.time() + self.timeout if self.timeout is not None else None
 
-    def poller(self, batch_id: str, logger: Any = None) -> BatchPoller:
+    def poller(self, batch_id: str) -> BatchPoller:
         """The poller of a sync wait on ``batch_id`` starting now."""
         return BatchPoller(
             batch_id,
@@ -96,7 +96,6 @@ class WaitOptions:
             max_poll_interval=self.max_poll_interval,
             error_budget=self.error_budget,
             deadline=self.deadline(),
-            logger=logger,
         )
 
     def trigger(self, trigger_class: Callable[..., T], **what: Any) -> T:
@@ -116,8 +115,10 @@ class BatchPoller:
     """
     The polling policy of one wait on a batch, shared by the trigger (async) and the operator (sync).
 
-    It paces the polls, keeps the budget of consecutive transient errors, knows the deadline and logs
-    each poll that changed something. It does no I/O: the caller fetches the batch and reports here.
+    It paces the polls, keeps the budget of consecutive transient errors, knows the deadline and words
+    the progress line that is due (at each poll that changed something, and every
+    :data:`~airflow_provider_batches.constants.HEARTBEAT_SECONDS` while nothing moves). It does no I/O: the
+    caller fetches the batch, reports here, and logs the lines it gets back.
 
     Pace, always within ``[poll_interval, max_poll_interval]``, with +/-10% jitter so that many waits
     drift apart, and never past the deadline:
@@ -130,12 +131,11 @@ class BatchPoller:
     - anything else (``cancelling``, a status not known yet): ``poll_interval`` on entering it, then
       doubling while it lasts.
 
-    :param batch_id: the batch waited on (for log lines).
+    :param batch_id: the batch waited on (for the lines).
     :param poll_interval: the shortest interval between polls, in seconds.
     :param max_poll_interval: the longest interval between polls, in seconds.
     :param error_budget: consecutive transient errors tolerated; the next one ends the wait.
     :param deadline: absolute end of the wait (Unix seconds), or ``None`` for no deadline.
-    :param logger: where progress and errors are logged (a logging or structlog logger; the task's log).
     :param clock: wall clock, Unix seconds (a parameter for tests).
     """
 
@@ -147,7 +147,6 @@ class BatchPoller:
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         error_budget: int = DEFAULT_ERROR_BUDGET,
         deadline: float | None = None,
-        logger: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if poll_interval <= 0:
@@ -159,56 +158,64 @@ class BatchPoller:
         self.max_poll_interval = max(float(max_poll_interval), self.poll_interval)
         self.error_budget = error_budget
         self.deadline = deadline
-        self.log = logger or logging.getLogger(__name__)
         self.clock = clock
         self.batch: Batch | None = None
         self.consecutive_errors = 0
         self._interval = self.poll_interval
         self._last_seen: tuple[object, ...] | None = None
+        self._last_line_at: float | None = None
         self._progress_anchor: tuple[float, int] | None = None
 
-    def observe(self, batch: Batch) -> None:
-        """Record a successful poll: log what changed and choose the next interval."""
+    def observe(self, batch: Batch) -> str | None:
+        """
+        Record a successful poll and choose the next interval.
+
+        :return: the progress line due for the task log, or ``None``: a line when the poll changed the
+            status or the counts, and one at least every ``HEARTBEAT_SECONDS`` while nothing moves.
+        """
         self.batch = batch
         self.consecutive_errors = 0
         counts = batch.request_counts
         seen = (str(batch.status), counts.total, counts.completed, counts.failed)
         same_status = self._last_seen is not None and self._last_seen[0] == seen[0]
-        if seen != self._last_seen:
-            self._last_seen = seen
-            self.log.info("Batch %s: %s.", batch.id, describe_batch(batch))
+        now = self.clock()
+        line = None
+        moved = seen != self._last_seen
+        if moved or self._last_line_at is None or now - self._last_line_at >= HEARTBEAT_SECONDS:
+            self._last_seen, self._last_line_at = seen, now
+            line = f"Batch {batch.id}: {describe_progress(batch_progress(batch, now), still=not moved)}."
         self._interval = self._pace(batch, same_status)
+        return line
 
     def observe_error(self, exc: BaseException) -> bool:
         """
-        Record a failed poll.
+        Record a failed poll (:meth:`error_line` words it for the log).
 
         :return: ``True`` if the wait goes on (a transient error within the budget), ``False`` if it must
             end: the error is permanent or the budget of consecutive transient errors is spent.
         """
         if not is_transient(exc):
-            self.log.error("Polling batch %s failed with a permanent error: %s", self.batch_id, exc)
             return False
         self.consecutive_errors += 1
         if self.consecutive_errors > self.error_budget:
-            self.log.error(
-                "Polling batch %s failed %d times in a row (error_budget=%d); giving up: %s",
-                self.batch_id,
-                self.consecutive_errors,
-                self.error_budget,
-                exc,
-            )
             return False
-        self.log.warning(
-            "Polling batch %s failed (%d of %d tolerated in a row), will try again: %s",
-            self.batch_id,
-            self.consecutive_errors,
-            self.error_budget,
-            exc,
-        )
         backoff = self.poll_interval * 2 ** min(self.consecutive_errors - 1, 32)
         self._interval = min(backoff, self.max_poll_interval)
         return True
+
+    def error_line(self, exc: BaseException) -> str:
+        """The log line for ``exc``, just passed to :meth:`observe_error` (a warning if the wait goes on)."""
+        if not is_transient(exc):
+            return f"Polling batch {self.batch_id} failed with a permanent error: {exc}"
+        if self.consecutive_errors > self.error_budget:
+            return (
+                f"Polling batch {self.batch_id} failed {self.consecutive_errors} times in a row "
+                f"(error_budget={self.error_budget}); giving up: {exc}"
+            )
+        return (
+            f"Polling batch {self.batch_id} failed ({self.consecutive_errors} of {self.error_budget} "
+            f"tolerated in a row), will try again: {exc}"
+        )
 
     def next_sleep(self) -> float | None:
         """Seconds to wait before the next poll, or ``None`` once the deadline has passed."""

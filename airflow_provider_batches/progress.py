@@ -7,8 +7,6 @@ from fractions import Fraction
 
 from airflow_provider_batches.models import Batch, BatchStatus
 
-# A wait logs a line at least this often, even when nothing moved ("still validating after 12 min").
-HEARTBEAT_SECONDS = 240.0
 # Figures from a hostile or confused server (counts or timestamps of any size) are capped here, so that no
 # arithmetic overflows a float: about 31,700 years of seconds, or requests per second.
 _CAP = Fraction(10**12)

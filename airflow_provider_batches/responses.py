@@ -24,6 +24,7 @@ from airflow_provider_batches.exceptions import (
     MKA1RateLimitError,
     MKA1ServerError,
 )
+from airflow_provider_batches.network_errors import describe_network_error
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_MESSAGE_LENGTH = 300
@@ -205,20 +206,25 @@ def parse_model(
 
 
 def connection_error(
-    method: str, path: str, exc: BaseException, *, timed_out: bool, after: int | None = None
+    method: str,
+    path: str,
+    exc: BaseException,
+    *,
+    where: str,
+    read_timeout: float | None = None,
+    after: int | None = None,
 ) -> MKA1ConnectionError:
     """
-    The error for a request that got no (complete) answer.
+    The error for a request that got no (complete) answer, said as a person would: ``MKA1 API GET /batches:
+    could not connect to 127.0.0.1:8766: connection refused``.
 
     :param method: the call's method.
     :param path: the call's path under the base path.
     :param exc: the transport's exception.
-    :param timed_out: whether it was a timeout (each transport knows its own timeout classes).
+    :param where: ``host:port`` of the API.
+    :param read_timeout: the read timeout, seconds, named when the answer did not come in time.
     :param after: bytes of the body received before the failure, if any.
     """
-    what = "timed out" if timed_out else "failed to connect or lost the connection"
-    where = f" after {after} bytes of the body" if after else ""
-    detail = clean(str(exc) or type(exc).__name__, 200)
-    return MKA1ConnectionError(
-        f"MKA1 API {method} {path} {what}{where}: {type(exc).__name__}: {detail}", method=method, path=path
-    )
+    said = describe_network_error(exc, where, read_timeout)
+    during = f" (after {after} bytes of the body)" if after else ""
+    return MKA1ConnectionError(f"MKA1 API {method} {path}{during}: {said}", method=method, path=path)

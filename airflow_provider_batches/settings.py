@@ -84,6 +84,13 @@ class ClientSettings:
         return headers
 
     @property
+    def where(self) -> str:
+        """``host:port`` of the API, the port always shown (for messages about the network)."""
+        parts = urlsplit(self.base_url)
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        return f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+    @property
     def insecure(self) -> bool:
         """Whether the key would travel in clear text to another machine (``http://`` not to loopback)."""
         parts = urlsplit(self.base_url)
@@ -98,11 +105,13 @@ def _extra(extras: Mapping[str, Any], name: str) -> Any:
     return None if value == "" else value
 
 
-def _bad(conn_id: str, what: str) -> MKA1InvalidInputError:
-    return MKA1InvalidInputError(f"MKA1 connection {conn_id!r}: {what}")
+def _bad(conn_id: str | None, what: str) -> MKA1InvalidInputError:
+    return MKA1InvalidInputError(
+        f"MKA1 connection {conn_id!r}: {what}" if conn_id else f"MKA1 connection: {what}"
+    )
 
 
-def _positive_number(conn_id: str, name: str, value: Any, default: float) -> float:
+def _positive_number(conn_id: str | None, name: str, value: Any, default: float) -> float:
     if value is None:
         return default
     try:
@@ -116,7 +125,7 @@ def _positive_number(conn_id: str, name: str, value: Any, default: float) -> flo
     return number
 
 
-def _retries(conn_id: str, value: Any) -> int:
+def _retries(conn_id: str | None, value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_RETRIES
     try:
@@ -134,7 +143,17 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
 
-def _verify(conn_id: str, value: Any) -> bool | str:
+def _verify(conn_id: str | None, value: Any, ca_bundle: Any) -> bool | str:
+    if ca_bundle is not None:
+        if not isinstance(ca_bundle, str) or not os.path.isfile(ca_bundle):
+            raise _bad(
+                conn_id, f"extra ca_bundle must be the path of a CA bundle file, got {shown(ca_bundle)}."
+            )
+        if value is False or (isinstance(value, str) and value.strip().lower() in _FALSE):
+            raise _bad(
+                conn_id, "extra verify is false but ca_bundle is set: turn verify on, or clear ca_bundle."
+            )
+        return ca_bundle
     if value is None:
         return True
     if isinstance(value, bool):
@@ -144,17 +163,40 @@ def _verify(conn_id: str, value: Any) -> bool | str:
             return True
         if value.strip().lower() in _FALSE:
             return False
-        if os.path.isfile(value):
+        if os.path.isfile(value):  # the older form of ca_bundle
             return value
     raise _bad(
         conn_id, f"extra verify must be true, false or the path of a CA bundle file, got {shown(value)}."
     )
 
 
-def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> str:
-    raw = (host or "").strip() or DEFAULT_BASE_URL
+_SCHEME_SLIP = re.compile(r"(?i)(https?)(:?/+|:\\+|:(?!/))(.*)")
+_DOUBLED_SCHEME = re.compile(r"(?i)https?://+(https?)(?::/*|/+)(.*)")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_slip(typed: str) -> str | None:
+    """What is wrong with a Base URL typed with a usual slip, and the URL meant; ``None`` if none is seen."""
+    if any(ch.isspace() for ch in typed):
+        return f"has a space in it: did you mean {''.join(typed.split())!r}?"
+    if "\\" in typed:
+        return f"has a backslash: did you mean {typed.replace(chr(92), '/')!r}?"
+    if doubled := _DOUBLED_SCHEME.fullmatch(typed):
+        return f"names the scheme twice: did you mean {doubled[1].lower() + '://' + doubled[2]!r}?"
+    slip = _SCHEME_SLIP.fullmatch(typed)
+    if slip and slip[2] != "://":
+        meant = slip[1].lower() + "://" + slip[3].lstrip("/")
+        return f"needs '://' after {slip[1]!r}: did you mean {meant!r}?"
+    return None
+
+
+def _base_url(conn_id: str | None, host: str | None, port: int | None, scheme: Any) -> str:
+    typed = (host or "").strip()
+    raw = typed or DEFAULT_BASE_URL
     if scheme is not None and str(scheme).lower() not in ("http", "https"):
         raise _bad(conn_id, f"extra scheme must be 'http' or 'https', got {shown(scheme)}.")
+    if slip := _host_slip(raw):
+        raise _bad(conn_id, f"host {shown(typed)} {slip}")
     if "://" not in raw:
         # The URI form (mka1://:KEY@host:port) yields a host without a scheme.
         with contextlib.suppress(ValueError):
@@ -162,19 +204,20 @@ def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> 
         hostname = urlsplit(f"//{raw}").hostname or ""
         default = "http" if is_loopback(hostname) else "https"
         raw = f"{str(scheme).lower() if scheme else default}://{raw}"
+    # Messages show what was typed, never the URL with a scheme the user did not write.
     try:
         parts = urlsplit(raw)
         parsed_port = parts.port
     except ValueError as exc:
-        raise _bad(conn_id, f"host {shown(raw)} is not a valid URL ({exc}).") from None
+        raise _bad(conn_id, f"host {shown(typed)} is not a valid URL ({exc}).") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise _bad(conn_id, f"host {shown(raw)} has scheme {parts.scheme!r}; use https:// (or http://).")
+        raise _bad(conn_id, f"host {shown(typed)} has scheme {parts.scheme!r}; use https:// (or http://).")
     if parts.username is not None or parts.password is not None:
         raise _bad(conn_id, "host must not contain credentials: put the API key in the password.")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise _bad(
             conn_id,
-            f"host {shown(raw)} must be a base URL such as {DEFAULT_BASE_URL}, without a path: "
+            f"host {shown(typed)} must be a base URL such as {DEFAULT_BASE_URL}, without a path: "
             "put a path prefix in the extra base_path.",
         )
     hostname = parts.hostname or ""
@@ -183,13 +226,20 @@ def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> 
     except ValueError:
         is_ipv6 = False
         if not _HOSTNAME.fullmatch(hostname):
-            raise _bad(conn_id, f"host {shown(raw)} has no valid host name.") from None
-    if parsed_port is None and port:
+            raise _bad(conn_id, f"host {shown(typed)} has no valid host name.") from None
+    if port:  # 0, as Airflow's Test sends for no port, is none
+        if parsed_port is not None and parsed_port != int(port):
+            raise _bad(
+                conn_id,
+                f"host {shown(typed)} has port {parsed_port} but the port field says {port}: "
+                "make them agree, or clear the port field.",
+            )
         parsed_port = int(port)
+    scheme_name = parts.scheme.lower()
     netloc = f"[{hostname}]" if is_ipv6 else hostname
-    if parsed_port is not None:
+    if parsed_port is not None and parsed_port != _DEFAULT_PORTS[scheme_name]:
         netloc += f":{parsed_port}"
-    return f"{parts.scheme.lower()}://{netloc}"
+    return f"{scheme_name}://{netloc}"
 
 
 def settings_from_connection(
@@ -202,18 +252,23 @@ def settings_from_connection(
     on_behalf_of: str | None = None,
     timeout: float | None = None,
     retry_policy: RetryPolicy | None = None,
+    named: bool = True,
 ) -> ClientSettings:
     """
     Read and check the fields of an Airflow connection; every error names the field to fix.
 
     Host rules: empty means ``https://apigw.mka1.com``. A host without a scheme (as the URI form
     ``mka1://:KEY@127.0.0.1:8000`` gives) gets the extra ``scheme`` if set, else ``http`` for a loopback
-    host and ``https`` for any other. The connection's port applies when the host has none. A path in the
-    host is refused: the API's path prefix is the extra ``base_path``.
+    host and ``https`` for any other. The connection's port applies when the host has none, and must agree
+    with the host's when both are set (0 is none); the scheme's default port is left out of the URL. A path
+    in the host is refused: the API's path prefix is the extra ``base_path``. The usual slips (``http//``,
+    ``https:/``, a doubled scheme, a space, a backslash) are named with the URL meant; every message shows
+    the host as typed.
 
     Extras (plain or in Airflow 2's ``extra__mka1__<name>`` form): ``on_behalf_of``, ``timeout`` (read
-    timeout, seconds), ``max_retries``, ``base_path``, ``verify`` (bool or a CA bundle path), ``scheme``,
-    ``backoff_base`` (first retry backoff ceiling in seconds, default 0.5).
+    timeout, seconds), ``max_retries``, ``base_path``, ``verify`` (bool, or the older form of
+    ``ca_bundle``), ``ca_bundle`` (path of a CA bundle file), ``scheme``, ``backoff_base`` (first retry
+    backoff ceiling in seconds, default 0.5).
 
     :param conn_id: the connection id, for messages.
     :param host: the connection's host.
@@ -223,21 +278,31 @@ def settings_from_connection(
     :param on_behalf_of: overrides the extra ``on_behalf_of`` when not ``None``.
     :param timeout: overrides the extra ``timeout`` when not ``None``.
     :param retry_policy: overrides the retry rule built from ``max_retries`` and ``backoff_base``.
+    :param named: name ``conn_id`` in error messages; ``False`` for Airflow's Test, which runs on a copy of
+        the connection under a random id that would only confuse.
     """
+    name = conn_id if named else None
     api_key = (password or "").strip()
     if not api_key:
-        raise _bad(conn_id, "no API key: set its password.")
+        raise _bad(name, "no API key: set its password.")
+    if api_key == "***":
+        # Airflow 3.0's Test button sends the key as the connection list shows it, masked.
+        raise _bad(
+            name,
+            "the API key is '***', Airflow's mask, not the key: Airflow 3.0's Test sends the masked key. "
+            "Test with `airflow connections test <conn_id>` instead.",
+        )
     if not all(" " < ch <= "~" for ch in api_key):
         # Not shown: it is the secret.
-        raise _bad(conn_id, "the API key (password) has characters that cannot be sent in a header.")
+        raise _bad(name, "the API key (password) has characters that cannot be sent in a header.")
     read_timeout = _positive_number(
-        conn_id, "timeout", timeout if timeout is not None else _extra(extras, "timeout"), DEFAULT_TIMEOUT
+        name, "timeout", timeout if timeout is not None else _extra(extras, "timeout"), DEFAULT_TIMEOUT
     )
     if retry_policy is None:
         retry_policy = RetryPolicy(
-            max_retries=_retries(conn_id, _extra(extras, "max_retries")),
+            max_retries=_retries(name, _extra(extras, "max_retries")),
             backoff_base=_positive_number(
-                conn_id, "backoff_base", _extra(extras, "backoff_base"), DEFAULT_BACKOFF_BASE
+                name, "backoff_base", _extra(extras, "backoff_base"), DEFAULT_BACKOFF_BASE
             ),
         )
     try:
@@ -246,15 +311,15 @@ def settings_from_connection(
             on_behalf_of if on_behalf_of is not None else _extra(extras, "on_behalf_of")
         )
     except MKA1InvalidInputError as exc:
-        raise _bad(conn_id, str(exc)) from None
+        raise _bad(name, str(exc)) from None
     return ClientSettings(
         conn_id=conn_id,
-        base_url=_base_url(conn_id, host, port, _extra(extras, "scheme")),
+        base_url=_base_url(name, host, port, _extra(extras, "scheme")),
         base_path=base_path,
         api_key=api_key,
         on_behalf_of=user,
         timeout=read_timeout,
         connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, read_timeout),
-        verify=_verify(conn_id, _extra(extras, "verify")),
+        verify=_verify(name, _extra(extras, "verify"), _extra(extras, "ca_bundle")),
         retry=retry_policy,
     )

@@ -87,3 +87,37 @@ def test_poller_error_budget_counts_consecutive_transient_errors_only() -> None:
 
     fresh = BatchPoller("batch_x", poll_interval=1, error_budget=10)
     assert not fresh.observe_error(MKA1AuthenticationError(401, "bad key", request_id="r2"))
+
+
+def test_poller_words_a_line_when_something_moved_and_every_few_minutes_when_nothing_did(caplog) -> None:
+    clock = FakeClock()
+    created = int(clock.now)
+    poller = BatchPoller("batch_x", poll_interval=30, max_poll_interval=300, clock=clock)
+    with caplog.at_level("DEBUG"):
+        assert poller.observe(make_batch("validating", created_at=created)) == "Batch batch_x: validating."
+        clock.now += 30
+        assert poller.observe(make_batch("validating", created_at=created)) is None  # nothing moved
+        clock.now += 4 * 60
+        assert poller.observe(make_batch("validating", created_at=created)) == (
+            "Batch batch_x: still validating after 4 min."
+        )
+        clock.now += 60
+        running = make_batch(
+            "in_progress", 600, 290, 10, created_at=created, in_progress_at=int(clock.now) - 100
+        )
+        assert poller.observe(running) == (
+            "Batch batch_x: in_progress: 50% (300 of 600 done, 10 failed), 3 requests/s, about 2 min left."
+        )
+    assert not caplog.records  # the poller only words lines; its callers log them
+
+
+def test_poller_words_each_error_as_the_wait_goes_on_or_ends() -> None:
+    poller = BatchPoller("batch_x", poll_interval=1, error_budget=1)
+    transient = MKA1ServerError(503, "busy", request_id="r1")
+    assert poller.observe_error(transient)
+    assert poller.error_line(transient).startswith("Polling batch batch_x failed (1 of 1 tolerated in a row)")
+    assert not poller.observe_error(transient)
+    assert "failed 2 times in a row (error_budget=1); giving up" in poller.error_line(transient)
+    permanent = MKA1AuthenticationError(401, "bad key", request_id="r2")
+    assert not poller.observe_error(permanent)
+    assert "permanent error" in poller.error_line(permanent)

@@ -30,6 +30,11 @@ def _settings(
         ("gw.example.com", None, {}, "https://gw.example.com"),
         ("gw.example.com", 8080, {"scheme": "http"}, "http://gw.example.com:8080"),
         ("127.0.0.1", 8443, {"scheme": "https"}, "https://127.0.0.1:8443"),
+        # The port field as Airflow 3.3's form needs it for Test: the scheme's default is left out.
+        ("https://apigw.mka1.com", 443, {}, "https://apigw.mka1.com"),
+        ("https://apigw.mka1.com:443", None, {}, "https://apigw.mka1.com"),
+        ("http://127.0.0.1:8765", 8765, {}, "http://127.0.0.1:8765"),
+        ("http://127.0.0.1:8765", 0, {}, "http://127.0.0.1:8765"),  # Airflow's Test sends 0 for none
     ],
 )
 def test_host_rules(host: str | None, port: int | None, extras: dict, base_url: str) -> None:
@@ -46,7 +51,7 @@ def test_host_rules(host: str | None, port: int | None, extras: dict, base_url: 
         ({"host": "https://gw.example.com/api/v1/llm"}, "without a path"),
         ({"host": "https://gw.example.com?x=1"}, "without a path"),
         ({"host": "https://gw.example.com:99999"}, "not a valid URL"),
-        ({"host": "https://gw example.com"}, "no valid host name"),
+        ({"host": "https://gw_ex!.com"}, "no valid host name"),
         ({"timeout": "soon"}, "extra timeout must be a positive number"),
         ({"timeout": 0}, "extra timeout must be a positive number"),
         ({"timeout": True}, "extra timeout"),
@@ -65,6 +70,66 @@ def test_bad_connection_fields_are_named(kwargs: dict, message: str) -> None:
         _settings(**kwargs)
     assert message in str(info.value)
     assert "mka1_default" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        (
+            "http//host:8765",
+            "host 'http//host:8765' needs '://' after 'http': did you mean 'http://host:8765'?",
+        ),
+        ("https//apigw.mka1.com", "did you mean 'https://apigw.mka1.com'?"),
+        ("https:/apigw.mka1.com", "needs '://' after 'https': did you mean 'https://apigw.mka1.com'?"),
+        ("http:///127.0.0.1:8765", "did you mean 'http://127.0.0.1:8765'?"),
+        ("https://https://apigw.mka1.com", "names the scheme twice: did you mean 'https://apigw.mka1.com'?"),
+        ("https://http//host:8765", "names the scheme twice: did you mean 'http://host:8765'?"),
+        ("https://apigw. mka1.com", "has a space in it: did you mean 'https://apigw.mka1.com'?"),
+        ("https:\\\\apigw.mka1.com", "has a backslash: did you mean 'https://apigw.mka1.com'?"),
+        ("apigw.mka1.com/api/v1/llm", "host 'apigw.mka1.com/api/v1/llm' must be a base URL"),
+    ],
+)
+def test_usual_slips_in_the_host_are_named_with_the_url_meant(typed: str, said: str) -> None:
+    with pytest.raises(MKA1InvalidInputError) as info:
+        _settings(typed)
+    assert said in str(info.value)
+    assert "https://http" not in str(info.value).replace(typed, "")  # no URL the user never typed
+
+
+def test_a_port_field_that_disagrees_with_the_host_is_refused() -> None:
+    with pytest.raises(MKA1InvalidInputError, match="has port 8765 but the port field says 8766"):
+        _settings("http://127.0.0.1:8765", 8766)
+
+
+def test_ca_bundle_has_its_own_extra_and_the_old_verify_path_still_works(tmp_path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    assert _settings(ca_bundle=str(bundle)).verify == str(bundle)
+    assert _settings(ca_bundle=str(bundle), verify=True).verify == str(bundle)
+    assert _settings(verify=str(bundle)).verify == str(bundle)
+    with pytest.raises(MKA1InvalidInputError, match="extra ca_bundle must be the path of a CA bundle file"):
+        _settings(ca_bundle=str(tmp_path / "missing.pem"))
+    with pytest.raises(MKA1InvalidInputError, match="verify is false but ca_bundle is set"):
+        _settings(ca_bundle=str(bundle), verify=False)
+
+
+def test_messages_for_airflows_test_name_no_connection_id() -> None:
+    """Airflow's Test runs on a copy under a random id: the user's messages never show it."""
+    with pytest.raises(MKA1InvalidInputError) as info:
+        settings_from_connection("1ATwy1gM", host="http//h", port=None, password="k", extras={}, named=False)
+    assert str(info.value).startswith("MKA1 connection: host 'http//h' needs '://'")
+    assert "1ATwy1gM" not in str(info.value)
+
+
+def test_the_masked_key_airflow_30_sends_is_named_as_such() -> None:
+    with pytest.raises(MKA1InvalidInputError, match="'\\*\\*\\*', Airflow's mask, not the key"):
+        _settings(password="***")
+
+
+def test_where_always_shows_the_port() -> None:
+    assert _settings("https://apigw.mka1.com").where == "apigw.mka1.com:443"
+    assert _settings("http://127.0.0.1:8765").where == "127.0.0.1:8765"
+    assert _settings("::1", 8000).where == "[::1]:8000"
 
 
 def test_extras_as_strings_and_airflow2_prefix(tmp_path) -> None:

@@ -113,9 +113,10 @@ class MKA1Hook(BaseHook):
 
     # -- settings and transports -------------------------------------------------------------------
 
-    def _settings_from(self, conn: Any, extras: Mapping[str, Any]) -> ClientSettings:
+    def _settings_from(self, conn: Any, extras: Mapping[str, Any], *, named: bool = True) -> ClientSettings:
         settings = settings_from_connection(
             self.mka1_conn_id,
+            named=named,
             host=conn.host,
             port=conn.port,
             password=conn.password,
@@ -408,9 +409,16 @@ class MKA1Hook(BaseHook):
         return files.result_lines(self._transport, validate_id(file_id, "file id"))
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the connection with one cheap read (``GET /batches?limit=1``); never creates anything."""
+        """
+        Check the connection with one cheap read (``GET /batches?limit=1``); never creates anything. The
+        messages name no connection id: Airflow's Test runs on a copy of the connection under a random one.
+        """
         try:
-            settings = self.settings
+            if self._settings is None:
+                conn = self.get_connection(self.mka1_conn_id)
+                self._settings = self._settings_from(conn, conn.extra_dejson, named=False)
+                mask_secret(self._settings.api_key)
+            settings = self._settings
             budget = RetryBudget(RetryPolicy(max_retries=1))
             self._transport.send("GET", api_path("batches"), params={"limit": 1}, budget=budget)
         except Exception as exc:
@@ -450,3 +458,17 @@ class MKA1Hook(BaseHook):
         """
         if self._async is not None:
             await self._async.aclose()
+
+    async def __aenter__(self) -> MKA1Hook:
+        """``async with MKA1Hook() as hook:`` releases the hook's share of the session on the way out."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> MKA1Hook:
+        """``with MKA1Hook() as hook:`` closes the hook's ``requests`` session on the way out."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

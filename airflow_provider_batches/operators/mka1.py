@@ -202,7 +202,6 @@ class MKA1BatchOperator(BaseOperator):
             max_concurrency=self.max_concurrency,
             idempotency_key=idempotency_key_for(context),
         )
-        self.log.info("Batch %s for file %s: %s.", batch.id, batch.input_file_id, describe_batch(batch))
         return batch
 
     def _wait_options(self) -> WaitOptions:
@@ -218,8 +217,8 @@ class MKA1BatchOperator(BaseOperator):
         )
 
     def _wait(self, batch: Batch) -> Batch:
-        poller = self._wait_options().poller(batch.id, logger=self.log)
-        poller.observe(batch)
+        poller = self._wait_options().poller(batch.id)
+        self._log_progress(poller.observe(batch))
         self._waiting_on = batch.id
         try:
             while not batch.is_terminal:
@@ -233,13 +232,19 @@ class MKA1BatchOperator(BaseOperator):
                 try:
                     batch = self.hook.get_batch(batch.id)
                 except MKA1Error as exc:
-                    if not poller.observe_error(exc):
+                    goes_on = poller.observe_error(exc)
+                    (self.log.warning if goes_on else self.log.error)("%s", poller.error_line(exc))
+                    if not goes_on:
                         raise
                 else:
-                    poller.observe(batch)
+                    self._log_progress(poller.observe(batch))
         finally:
             self._waiting_on = None
         return batch
+
+    def _log_progress(self, line: str | None) -> None:
+        if line:
+            self.log.info("%s", line)
 
     def _finish(self, context: Context, batch: Batch) -> str | None:
         ti = context["ti"]
@@ -308,8 +313,5 @@ class MKA1DownloadFileOperator(BaseOperator):
             if self.skip_if_no_file:
                 raise AirflowSkipException(message)
             raise MKA1InvalidInputError(message)
-        result = self.hook.download_file(file_id, self.destination)
-        self.log.info(
-            "Downloaded file %s to %s: %d bytes, %d lines.", file_id, result.path, result.bytes, result.lines
-        )
+        result = self.hook.download_file(file_id, self.destination)  # the hook logs the download
         return {"path": str(result.path), "bytes": result.bytes, "lines": result.lines}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -24,6 +25,7 @@ from airflow_provider_batches.exceptions import MKA1Error, is_transient
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.outcome import check_batch_outcome, describe_batch, validate_max_failed_ratio
 from airflow_provider_batches.polling import WaitOptions, seconds
+from airflow_provider_batches.progress import batch_progress, describe_progress
 from airflow_provider_batches.triggers.mka1 import EVENT_TIMEOUT, MKA1BatchTrigger, batch_from_event
 
 if TYPE_CHECKING:
@@ -95,7 +97,10 @@ class MKA1BatchSensor(BaseSensorOperator):
                 self.log.warning("Could not read batch %s; the next poke tries again: %s", self.batch_id, exc)
                 return False
             raise
-        self.log.info("Batch %s: %s.", batch.id, describe_batch(batch))
+        # From the batch alone: a reschedule-mode poke runs in a new process and remembers nothing.
+        progress = batch_progress(batch, time.time())
+        still = progress.in_status_for is not None and progress.in_status_for >= self.poke_interval
+        self.log.info("Batch %s: %s.", batch.id, describe_progress(progress, still=still))
         if not check_batch_outcome(batch, self.max_failed_ratio):
             return False
         return PokeReturnValue(is_done=True, xcom_value=batch.model_dump(mode="json"))

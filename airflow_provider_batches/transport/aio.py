@@ -90,7 +90,8 @@ class AsyncTransport:
                 status, headers = response.status, response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             log_call(self.log, method, path, type(exc).__name__, None, started)
-            return Attempt(error=connection_error(method, path, exc, timed_out=isinstance(exc, TimeoutError)))
+            failure = connection_error(method, path, exc, where=settings.where, read_timeout=settings.timeout)
+            return Attempt(error=failure)
         log_call(self.log, method, path, status, request_id_of(headers), started)
         if status < 300:
             return Attempt(response=body, status=status, headers=headers)

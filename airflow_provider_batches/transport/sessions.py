@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,10 @@ def lease(key: SessionKey) -> SharedSession:
     """
     import aiohttp
 
-    sessions = _registry.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    if loop not in _guards:
+        _close_when_the_loop_shuts_down(loop)
+    sessions = _registry.setdefault(loop, {})
     shared = sessions.get(key)
     if shared is None or shared.session.closed:
         connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT, keepalive_timeout=30, ttl_dns_cache=300)
@@ -66,6 +70,31 @@ async def release(shared: SharedSession) -> None:
     if sessions.get(shared.key) is shared:
         del sessions[shared.key]
     await shared.session.close()
+
+
+_guards: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[AsyncGenerator[None, None], asyncio.Future[None]]
+] = weakref.WeakKeyDictionary()
+
+
+def _close_when_the_loop_shuts_down(loop: asyncio.AbstractEventLoop) -> None:
+    """
+    Close the loop's sessions when it shuts down, for hooks never released (``asyncio.run(hook.aget_batch(
+    ...))`` without ``async with`` or ``aclose()``): ``asyncio.run`` and other runners close every started
+    async generator of a loop before closing the loop, and this one's ``finally`` closes the sessions, so
+    aiohttp never reports an "Unclosed client session". A triggerer's loop never shuts down: no effect there.
+    """
+
+    async def guard() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await close_async_sessions()
+
+    # One per loop, for its whole life: a replaced guard, once collected, would close the sessions early.
+    generator = guard()
+    started = asyncio.ensure_future(anext(generator), loop=loop)  # once started, the shutdown closes it
+    _guards[loop] = (generator, started)  # the loop keeps only a weak reference to its async generators
 
 
 def active_sessions() -> dict[SessionKey, SharedSession]:

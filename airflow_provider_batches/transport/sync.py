@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from airflow_provider_batches.constants import CHUNK_SIZE, ERROR_BODY_LIMIT
-from airflow_provider_batches.exceptions import MKA1InvalidResponseError
+from airflow_provider_batches.exceptions import MKA1ConnectionError, MKA1InvalidResponseError
 from airflow_provider_batches.responses import ModelT, api_error, connection_error, parse_model, request_id_of
 from airflow_provider_batches.retry import Attempt, RetryBudget
 from airflow_provider_batches.settings import ClientSettings
@@ -148,12 +148,18 @@ class SyncTransport:
                     )
                 return
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                attempt = Attempt(
-                    error=connection_error("GET", path, exc, timed_out=_timed_out(exc), after=delivered)
-                )
+                attempt = Attempt(error=self._connection_error("GET", path, exc, after=delivered))
             finally:
                 response.close()
             self._pause(budget, attempt)
+
+    def _connection_error(
+        self, method: str, path: str, exc: BaseException, after: int | None = None
+    ) -> MKA1ConnectionError:
+        settings = self.settings
+        return connection_error(
+            method, path, exc, where=settings.where, read_timeout=settings.timeout, after=after
+        )
 
     def _pause(self, budget: RetryBudget, attempt: Attempt) -> None:
         """Sleep before the next try of ``attempt``'s call, or raise its error if the budget says stop."""
@@ -196,7 +202,7 @@ class SyncTransport:
                 response.content  # noqa: B018 - read the body here, where a dropped connection is retried
         except requests.RequestException as exc:
             log_call(self.log, method, path, type(exc).__name__, None, started)
-            failure = connection_error(method, path, exc, timed_out=_timed_out(exc))
+            failure = self._connection_error(method, path, exc)
             return Attempt(error=failure, sent=_may_have_been_sent(exc))
         log_call(self.log, method, path, response.status_code, request_id_of(response.headers), started)
         if ok:
@@ -211,13 +217,6 @@ class SyncTransport:
             response.status_code, body, response.headers, method=method, path=path, secret=settings.api_key
         )
         return Attempt(error=error, status=response.status_code, headers=response.headers)
-
-
-def _timed_out(exc: BaseException) -> bool:
-    import requests
-    import urllib3
-
-    return isinstance(exc, (requests.Timeout, TimeoutError, urllib3.exceptions.TimeoutError))
 
 
 def _may_have_been_sent(exc: BaseException) -> bool:

@@ -168,18 +168,20 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
             max_poll_interval=self.max_poll_interval,
             error_budget=self.error_budget,
             deadline=self.deadline,
-            logger=self.log,
         )
         while True:
             try:
                 batch = await self.hook.aget_batch(self.batch_id)
             except Exception as exc:
-                if not poller.observe_error(exc):
+                goes_on = poller.observe_error(exc)
+                (self.log.warning if goes_on else self.log.error)("%s", poller.error_line(exc))
+                if not goes_on:
                     yield self._error_event(exc, poller)
                     return
             else:
                 self._last_batch = batch
-                poller.observe(batch)
+                if line := poller.observe(batch):
+                    self.log.info("%s", line)
                 if batch.is_terminal:
                     yield self._event(
                         EVENT_SUCCESS if batch.status == BatchStatus.COMPLETED else EVENT_TERMINAL,
@@ -231,7 +233,8 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
             {
                 "status": status,
                 "batch_id": self.batch_id,
-                "batch": batch.model_dump(mode="json") if batch is not None else None,
+                # Fields at their default (None, mostly) left out: Airflow logs the whole event.
+                "batch": batch.model_dump(mode="json", exclude_defaults=True) if batch is not None else None,
                 "message": message,
                 **extra,
             }

@@ -54,7 +54,7 @@ async def test_async_stall_past_read_timeout(make_hook, batch: Batch, emulator) 
     emulator.add_fault(method="GET", path=BATCH_PATH, kind="stall", seconds=1.0, count=1)
     assert (await hook.aget_batch(batch.id)).id == batch.id
     emulator.add_fault(method="GET", path=BATCH_PATH, kind="stall", seconds=1.0, count=2)
-    with pytest.raises(MKA1ConnectionError, match="timed out"):
+    with pytest.raises(MKA1ConnectionError, match=r"no answer from 127\.0\.0\.1:\d+ within 0\.3 s"):
         await hook.aget_batch(batch.id)
 
 
@@ -145,3 +145,51 @@ async def test_async_truncated_body_is_retried(make_hook, batch: Batch, emulator
     emulator.add_fault(method="GET", path=BATCH_PATH, kind="truncate", count=1)
     assert (await make_hook().aget_batch(batch.id)).id == batch.id
     assert emulator.calls("GET", BATCH_PATH) == 2
+
+
+async def test_async_with_releases_the_session_and_the_last_user_closes_it(make_hook, batch: Batch) -> None:
+    async with make_hook() as first, make_hook() as second:
+        await asyncio.gather(first.aget_batch(batch.id), second.aget_batch(batch.id))
+        shared = active_sessions()[("mka1_default", first.on_behalf_of)]
+        assert shared.users == 2
+    assert shared.session.closed and shared.session.connector is None  # pool and sockets closed too
+    assert active_sessions() == {}
+
+
+USER_CODE = {
+    "async with": (
+        "async def main():\n"
+        "    async with MKA1Hook() as hook:\n"
+        "        return await hook.aget_batch('batch_none')\n"
+    ),
+    # The issue's own example: nothing releases the hook; the loop's shutdown closes the session.
+    "bare asyncio.run": "def main():\n    return MKA1Hook().aget_batch('batch_none')\n",
+}
+
+
+@pytest.mark.parametrize("style", list(USER_CODE))
+def test_user_code_ends_without_an_unclosed_session(emulator, tmp_path, style: str) -> None:
+    """What a user writes in their own code, run as a script: aiohttp reports nothing left open."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import connection_json
+
+    script = tmp_path / "user_code.py"
+    script.write_text(
+        "import asyncio, gc\n"
+        "from airflow_provider_batches.hooks.mka1 import MKA1Hook\n"
+        "from airflow_provider_batches.exceptions import MKA1NotFoundError\n"
+        f"{USER_CODE[style]}"
+        "try:\n"
+        "    asyncio.run(main())\n"
+        "except MKA1NotFoundError:\n"
+        "    print('answered')\n"
+        "gc.collect()\n"
+    )
+    env = {**os.environ, "AIRFLOW_CONN_MKA1_DEFAULT": connection_json(emulator.base_url)}
+    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "answered" in run.stdout
+    assert "Unclosed" not in run.stderr, run.stderr[-3000:]

@@ -112,7 +112,9 @@ def test_stall_past_read_timeout_is_retried(make_hook, batch: Batch, emulator) -
 def test_stall_every_time_is_a_connection_error(make_hook, batch: Batch, emulator) -> None:
     hook = make_hook(timeout=0.3, retry_policy=RetryPolicy(max_retries=1, backoff_base=0.01))
     emulator.add_fault(method="GET", path=BATCH_PATH, kind="stall", seconds=1.0, count=2)
-    with pytest.raises(MKA1ConnectionError, match=f"MKA1 API GET /batches/{batch.id} timed out"):
+    where = emulator.base_url.removeprefix("http://")
+    said = f"MKA1 API GET /batches/{batch.id}: no answer from {where} within 0.3 s (the read timeout)"
+    with pytest.raises(MKA1ConnectionError, match=re.escape(said)):
         hook.get_batch(batch.id)
     assert emulator.calls("GET", BATCH_PATH) == 2
 
@@ -130,8 +132,28 @@ def test_connection_refused(emulator, monkeypatch) -> None:
         port = probe.getsockname()[1]
     monkeypatch.setenv("AIRFLOW_CONN_MKA1_DOWN", connection_json(f"http://127.0.0.1:{port}"))
     hook = MKA1Hook("mka1_down", retry_policy=RetryPolicy(max_retries=2, backoff_base=0.01))
-    with pytest.raises(MKA1ConnectionError, match="MKA1 API GET /batches/batch_1 failed to connect"):
+    said = f"MKA1 API GET /batches/batch_1: could not connect to 127.0.0.1:{port}: connection refused"
+    with pytest.raises(MKA1ConnectionError) as raised:
         hook.get_batch("batch_1")
+    assert str(raised.value) == said
+    ok, message = hook.test_connection()
+    assert (ok, message) == (
+        False,
+        f"MKA1 API GET /batches: could not connect to 127.0.0.1:{port}: connection refused",
+    )
+
+
+async def test_connection_refused_async_says_the_same(emulator, monkeypatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_MKA1_DOWN", connection_json(f"http://127.0.0.1:{port}"))
+    async with MKA1Hook("mka1_down", retry_policy=RetryPolicy(max_retries=1, backoff_base=0.01)) as hook:
+        with pytest.raises(MKA1ConnectionError) as raised:
+            await hook.aget_batch("batch_1")
+    assert str(raised.value) == (
+        f"MKA1 API GET /batches/batch_1: could not connect to 127.0.0.1:{port}: connection refused"
+    )
 
 
 @pytest.mark.parametrize(
