@@ -269,3 +269,12 @@ def test_url_strings_are_object_storage(hook: MKA1Hook, uploaded: FileObject, me
     assert result.bytes == uploaded.bytes and memory_fs.exists("/bucket/by-string.jsonl")
     again = hook.upload_file("memory://bucket/by-string.jsonl", filename='odd "name".jsonl')
     assert again.bytes == uploaded.bytes
+
+
+def test_the_readmes_json_example_names_every_form_field() -> None:
+    """Airflow 3's edit form shows only the extras a connection has: the example must show them all."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("export AIRFLOW_CONN_MKA1_DEFAULT='{")
+    example = json.loads(readme[readme.index("{", start) : readme.index("}}'", start) + 2])
+    assert set(example["extra"]) == set(CONN_FIELDS)
+    assert example["port"] == 443  # what Airflow 3.3.0-3.3.2's Test needs
