@@ -42,7 +42,7 @@ def test_pipeline_runs_with_the_wait_deferred_to_the_triggerer(standalone: Stand
     )
     assert ": completed: 100% (60 of 60 done, 3 failed)." in trigger_log
     (fired,) = [line for line in trigger_log.splitlines() if "Trigger fired event" in line]
-    assert "'failed_at'" not in fired and len(fired) < 1200, fired  # the event leaves out empty fields
+    assert ": None" not in fired, fired  # the event's batch leaves out its empty fields
     summary = json.loads((workdir / "summary.json").read_text())
     assert (summary["answered"], summary["failed"]) == (57, ["q-7", "q-23", "q-41"])
     every_log = [standalone.log(), *(p.read_text(errors="replace") for p in standalone.home.rglob("*.log*"))]
