@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,13 @@ T = TypeVar("T")
 
 # The settings that make failover fast enough for a test, each with the production default it replaces.
 FAILOVER_SETTINGS = {
-    # A triggerer heartbeats every second (default 5) and counts as dead after 10 s without one (default
-    # 30): the other triggerer adopts a dead one's triggers within about 10 s. (Lower flaps on a loaded
-    # machine: a triggerer's first trigger builds its in-process execution API, which can hold up its
-    # heartbeat for seconds; the other then takes its triggers over, which is safe but noisy.)
+    # A triggerer heartbeats every second (default 5); it counts as dead after 30 s without one (the
+    # default, kept on purpose): a triggerer's first trigger builds its in-process execution API, which
+    # held up its heartbeat for 20-27 s on a loaded 2-core machine. A lower threshold then hands the
+    # triggers of a live triggerer to the other, and Airflow 3.3.2 tells the trigger it leaves behind that
+    # its task was killed (on_kill), which cancels the batch (see the README, "Supported deployments").
     "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "30",
     # Each triggerer claims at most 4 new triggers a loop (default 50), which spreads 21 triggers over both.
     "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": "4",
     # A running task whose worker stops heartbeating is failed (and retried) after 30 s (default 300),
@@ -105,6 +107,7 @@ class Component:
         self.name, self.cmd, self.env, self.log = name, cmd, env, log
         self.process: subprocess.Popen[bytes] | None = None
         self._tree: dict[int, int] = {}
+        self.stopped_on_purpose = False
 
     @property
     def pid(self) -> int:
@@ -131,9 +134,21 @@ class Component:
 
     def kill(self) -> None:
         """SIGKILL the component and every process under it at once: nothing gets to clean up."""
+        self.stopped_on_purpose = True
         kill_all(process_tree(self.pid))
         assert self.process is not None
         self.process.wait(timeout=30)
+
+    def freeze(self) -> None:
+        """SIGSTOP the component's processes: alive, but silent (a long pause, a partitioned machine)."""
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def terminate(self) -> None:
         """SIGTERM, without waiting: each component shuts down in its own way."""
@@ -144,6 +159,7 @@ class Component:
 
     def stop(self, grace: float = 20) -> None:
         """SIGTERM, ``grace`` seconds to exit, then SIGKILL whatever is left of the component."""
+        self.stopped_on_purpose = True
         if self.process is None:
             return
         if self.alive():
@@ -198,6 +214,11 @@ class Deployment:
         self.emulator_url = ""
         self.components: dict[str, Component] = {}
         self.triggerer_job_ids: dict[int, str] = {}
+        # Components that exited on their own and were restarted: (name, when).
+        self.restarts: list[tuple[str, float]] = []
+        self._stopping = threading.Event()
+        self._restarting = threading.Lock()
+        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self.timings: dict[str, float] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -270,17 +291,14 @@ class Deployment:
         # One triggerer after the other: the job table names a triggerer by id only, so the order in which
         # their jobs appear tells which process is which.
         for name in ("triggerer-1", "triggerer-2"):
-            known = set(self.triggerer_job_ids)
             self._launch(name, ["triggerer"], {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())})
-            job_id = wait_for(
-                f"{name}'s job", lambda known=known: self._new_triggerer_job(known), timeout=180
-            )
-            self.triggerer_job_ids[job_id] = name
+            self._learn_triggerer_job(name)
         wait_for("the API server", lambda: requests.get(f"{self.api}/version", timeout=5).ok, timeout=180)
         self.add_connection()
         for name in ("worker-a", "worker-b"):
             self.wait_worker_ready(name)
         self._timed("airflow components up", t)
+        self._supervisor.start()
 
     def _launch(self, name: str, args: list[str], extra: dict[str, str]) -> None:
         component = Component(
@@ -328,11 +346,28 @@ class Deployment:
 
         wait_for(f"{name} to be ready", ready, timeout=timeout)
 
+    def _learn_triggerer_job(self, name: str) -> None:
+        known = set(self.triggerer_job_ids)
+        job_id = wait_for(f"{name}'s job", lambda: self._new_triggerer_job(known), timeout=180)
+        self.triggerer_job_ids[job_id] = name
+
     def restart_component(self, name: str) -> None:
-        old = self.components[name]
-        fresh = Component(name, old.cmd, old.env, old.log)
-        self.components[name] = fresh
-        fresh.start()
+        """Start ``name`` again, as its service manager would (same command, settings and log)."""
+        with self._restarting:
+            old = self.components[name]
+            fresh = Component(name, old.cmd, old.env, old.log)
+            self.components[name] = fresh
+            fresh.start()
+            if name.startswith("triggerer"):
+                self._learn_triggerer_job(name)
+
+    def _supervise(self) -> None:
+        """Restart a component that exits on its own, as systemd (Restart=always) or Kubernetes would."""
+        while not self._stopping.wait(1):
+            for name, component in list(self.components.items()):
+                if not component.alive() and not component.stopped_on_purpose and not self._stopping.is_set():
+                    self.restarts.append((name, time.monotonic()))
+                    self.restart_component(name)
 
     def triggerer_jobs(self) -> dict[int, str]:
         """Triggerer job id -> component name, for the triggerers alive with a fresh heartbeat."""
@@ -343,8 +378,9 @@ class Deployment:
         alive = {int(r[0]) for r in rows}
         return {j: n for j, n in self.triggerer_job_ids.items() if j in alive and self.components[n].alive()}
 
-    def dead_components(self) -> list[str]:
-        return [n for n, c in self.components.items() if not c.alive()]
+    def restarted_since(self, since: float) -> list[str]:
+        """The components that exited on their own after ``since`` (monotonic) and were restarted."""
+        return [name for name, when in self.restarts if when >= since]
 
     def rest(self, method: str, path: str, **kwargs: Any) -> Any:
         answer = requests.request(method, self.api + path, timeout=30, **kwargs)
@@ -357,10 +393,24 @@ class Deployment:
         ]
 
     def tails(self) -> str:
-        return "\n".join(c.tail() for c in [self.emulator, *self.components.values()])
+        """The end of every log, and the job, trigger and task tables: what a failed step shows."""
+        parts = [c.tail() for c in [self.emulator, *self.components.values()]]
+        for sql in (
+            "SELECT id, job_type, state, start_date, latest_heartbeat FROM job ORDER BY id",
+            "SELECT id, triggerer_id, created_date FROM trigger ORDER BY id",
+            "SELECT dag_id, task_id, map_index, state, try_number, trigger_id, pid FROM task_instance",
+        ):
+            try:
+                parts.append(f"--- {sql}\n" + "\n".join(map(str, self.postgres.query(sql))))
+            except Exception as exc:  # the database may be what failed
+                parts.append(f"--- {sql}: {exc}")
+        return "\n".join(parts)
 
     def stop(self) -> None:
         """Stop everything that was started, whatever state the run left it in."""
+        self._stopping.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join(timeout=200)
         for component in self.components.values():
             component.terminate()
         for component in self.components.values():

@@ -19,12 +19,12 @@ from cryptography.fernet import Fernet
 from airflow_provider_batches.emulator import EmulatorAdmin
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from tests.distributed.conftest import ROOT, report
-from tests.distributed.dags.mka1_distributed import BATCHES, write_requests
+from tests.distributed.dags.mka1_distributed import BATCHES, HANDOVER_BATCHES, write_requests
 from tests.distributed.deployment import FAILOVER_SETTINGS, Deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.distributed, pytest.mark.timeout(900)]
 
-FANOUT, WORKERS = "mka1_distributed_fanout", "mka1_distributed_workers"
+FANOUT, WORKERS, HANDOVER = "mka1_distributed_fanout", "mka1_distributed_workers", "mka1_distributed_handover"
 LINES = 240  # four minutes of emulator work a batch, at one line a second
 TIMEOUT = 1800  # the operators' `timeout`: the deadline each trigger carries
 API = "/api/v1/llm"
@@ -96,8 +96,6 @@ def found(value: Any, name: str) -> Any:
 
 
 def run_state(deployment: Deployment, dag_id: str, run_id: str) -> str | None:
-    dead = deployment.dead_components()
-    assert not dead, f"components died: {dead}"
     state = deployment.rest("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
     return str(state) if state in ("success", "failed") else None
 
@@ -159,6 +157,7 @@ def test_deferred_tasks_survive_a_triggerer_kill_and_a_database_restart(deployme
 
     jobs, _ = wait_for("both triggerers to run steadily", steady, timeout=180, interval=0)
     held = triggers(deployment)
+    assert all(held[t]["triggerer_id"] in jobs for t in by_wait.values()), (jobs, held)
     holders = Counter(jobs[held[t]["triggerer_id"]] for t in by_wait.values())
     report(f"fanout: triggers per triggerer before the kill: {dict(sorted(holders.items()))}")
     assert sum(holders.values()) == 21
@@ -180,7 +179,7 @@ def test_deferred_tasks_survive_a_triggerer_kill_and_a_database_restart(deployme
         now = triggers(deployment)
         return all(now[t]["triggerer_id"] == survivor_job for t in orphans)
 
-    wait_for(f"{survivor} to adopt {victim}'s triggers", adopted, timeout=120, interval=0.25)
+    wait_for(f"{survivor} to adopt {victim}'s triggers", adopted, timeout=180, interval=0.25)
     adoption = time.monotonic() - killed_at
     after = triggers(deployment)
     assert set(after) >= set(by_wait.values()), "a trigger was deleted or recreated"
@@ -202,14 +201,22 @@ def test_deferred_tasks_survive_a_triggerer_kill_and_a_database_restart(deployme
         f"each of their batches {running:.1f} s after the kill"
     )
 
+    # The killed triggerer's machine comes back: its service manager starts it again.
+    deployment.restart_component(victim)
+
     # 4. Restart PostgreSQL while all 21 tasks are deferred.
+    restarted_at = time.monotonic()
     down = deployment.postgres.restart()
+    time.sleep(15)  # every component meets the dead connections in its pool
+    restarted = deployment.restarted_since(restarted_at)
     report(
         f"database restart: PostgreSQL stopped (fast: every connection cut) and back in {down:.1f} s "
-        "while 21 tasks were deferred"
+        f"while 21 tasks were deferred; exited on the lost connection and restarted: {restarted or 'none'}"
     )
-    time.sleep(10)  # every component meets the dead connections in its pool
-    assert not deployment.dead_components(), deployment.tails()
+    # Only triggerers give up on a lost database (Airflow 3.3.2): the rest reconnect by themselves.
+    assert all(name.startswith("triggerer") for name in restarted), restarted
+    tis = task_instances(deployment, FANOUT, run_id)
+    assert all(tis[w]["state"] == "deferred" and tis[w]["trigger_id"] == by_wait[w] for w in waits)
 
     # The waits are in place: let the emulator's clock run the batches to the end.
     emu.advance_clock(LINES + 30)
@@ -252,6 +259,73 @@ def test_deferred_tasks_survive_a_triggerer_kill_and_a_database_restart(deployme
         f"fanout: {calls} API calls for 20 batch tasks, 20 downloads and 1 sensor "
         f"({calls / (2 * BATCHES + 1):.1f} a task; {gets / (BATCHES + 1):.1f} GET /batches/{{id}} a wait)"
     )
+
+
+class BatchesCancelledOnHandOver(AssertionError):
+    """The triggerer that lost its triggers cancelled their batches when it came back."""
+
+
+# Airflow 3.3.2's triggerer cancels the triggers it no longer holds with the "user action" message and awaits
+# their on_kill, which cancels the batch. Strict: once the trigger tells the two apart, this passes and fails
+# the run, so that the marker (and the README's "Known problem") go.
+@pytest.mark.xfail(
+    raises=BatchesCancelledOnHandOver,
+    strict=True,
+    reason="Airflow 3.3.2 calls on_kill on a trigger handed over from a live triggerer; on_kill cancels",
+)
+def test_a_frozen_triggerer_s_triggers_are_handed_over_without_cancelling(deployment: Deployment) -> None:
+    emu = emulator(deployment)
+    workdir = ROOT / "handover"
+    cancels_before = emu.calls("POST", f"{API}/batches/*/cancel")
+    run_id = trigger_run(deployment, HANDOVER, {"workdir": str(workdir), "lines": LINES})
+    waits = [("batch", i) for i in range(HANDOVER_BATCHES)]
+
+    def all_held() -> dict[tuple[str, int], int] | None:
+        tis = task_instances(deployment, HANDOVER, run_id)
+        held = triggers(deployment)
+        jobs = deployment.triggerer_jobs()
+        if all(tis.get(w, {}).get("state") == "deferred" for w in waits) and all(
+            held.get(tis[w]["trigger_id"], {}).get("triggerer_id") in jobs for w in waits
+        ):
+            return {w: tis[w]["trigger_id"] for w in waits}
+        return None
+
+    by_wait = wait_for("the handover waits to defer and be held", all_held, timeout=240, interval=1)
+    jobs = deployment.triggerer_jobs()
+    held = triggers(deployment)
+    holders = Counter(jobs[held[t]["triggerer_id"]] for t in by_wait.values())
+    frozen = holders.most_common(1)[0][0]
+    other_job = next(job for job, name in jobs.items() if name != frozen)
+    theirs = [t for t in by_wait.values() if jobs[held[t]["triggerer_id"]] == frozen]
+
+    # SIGSTOP the triggerer holding most: alive but silent past the threshold; the other takes over.
+    frozen_at = time.monotonic()
+    deployment.components[frozen].freeze()
+    try:
+        wait_for(
+            f"the other triggerer to take {frozen}'s triggers",
+            lambda: all(triggers(deployment)[t]["triggerer_id"] == other_job for t in theirs),
+            timeout=180,
+            interval=0.5,
+        )
+        taken = time.monotonic() - frozen_at
+    finally:
+        deployment.components[frozen].thaw()
+    time.sleep(10)  # the thawed triggerer's next loop drops the triggers it no longer holds
+    cancels = emu.calls("POST", f"{API}/batches/*/cancel") - cancels_before
+    report(
+        f"triggerer freeze: SIGSTOP {frozen} holding {len(theirs)} of {HANDOVER_BATCHES} triggers; the other "
+        f"took them over {taken:.1f} s later; after SIGCONT, {cancels} batch(es) cancelled"
+    )
+    emu.advance_clock(LINES + 30)
+    state = wait_for(
+        "the handover run to finish", lambda: run_state(deployment, HANDOVER, run_id), timeout=240
+    )
+    if cancels:
+        raise BatchesCancelledOnHandOver(
+            f"{cancels} batch(es) cancelled when {frozen} came back; the run ended {state}"
+        )
+    assert state == "success", task_instances(deployment, HANDOVER, run_id)
 
 
 def test_a_lost_worker_s_tasks_are_retried_on_the_other_and_reattach(deployment: Deployment) -> None:

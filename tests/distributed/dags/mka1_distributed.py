@@ -5,6 +5,7 @@ mka1_distributed_fanout: write_inputs -> batch (20 mapped, deferred) -> download
 deferred sensor on a batch made outside Airflow).
 mka1_distributed_workers: sync_wait (waits on its worker) -> download_sync; upload (uploads, then defers)
 -> download_upload.
+mka1_distributed_handover: 4 mapped deferred batch tasks, for a triggerer that freezes and comes back.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from airflow_provider_batches.operators.mka1 import MKA1BatchOperator, MKA1Downl
 from airflow_provider_batches.sensors.mka1 import MKA1BatchSensor
 
 BATCHES = 20
+HANDOVER_BATCHES = 4
 WAIT = {"poll_interval": 2, "max_poll_interval": 10, "timeout": 1800}
 DEFAULTS = {"retries": 2, "retry_delay": timedelta(seconds=2)}
 
@@ -91,3 +93,25 @@ with DAG(
         file_id=upload.output,
         destination="{{ params.workdir }}/results/upload.jsonl",
     )
+
+
+with DAG(
+    dag_id="mka1_distributed_handover",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    params={"workdir": "", "lines": 240},
+    default_args=DEFAULTS,
+):
+
+    @task
+    def write_handover_inputs(params: dict | None = None) -> list[str]:
+        assert params is not None
+        paths = [Path(params["workdir"]) / "inputs" / f"{i:02d}.jsonl" for i in range(HANDOVER_BATCHES)]
+        for i, path in enumerate(paths):
+            write_requests(path, int(params["lines"]), f"h{i:02d}")
+        return [str(p) for p in paths]
+
+    MKA1BatchOperator.partial(
+        task_id="batch", deferrable=True, metadata={"scenario": "handover"}, **WAIT
+    ).expand(input_path=write_handover_inputs())
