@@ -266,11 +266,11 @@ class BatchesCancelledOnHandOver(AssertionError):
 
 
 # Airflow 3.3.2's triggerer cancels the triggers it no longer holds with the "user action" message and awaits
-# their on_kill, which cancels the batch. Strict: once the trigger tells the two apart, this passes and fails
-# the run, so that the marker (and the README's "Known problem") go.
+# their on_kill, which cancels the batch. Not strict: the thawed triggerer cancelled in 3 runs of 4, not
+# every time (an XPASS is reported, not failed); the failure counts only on exactly that symptom.
 @pytest.mark.xfail(
     raises=BatchesCancelledOnHandOver,
-    strict=True,
+    strict=False,
     reason="Airflow 3.3.2 calls on_kill on a trigger handed over from a live triggerer; on_kill cancels",
 )
 def test_a_frozen_triggerer_s_triggers_are_handed_over_without_cancelling(deployment: Deployment) -> None:
@@ -400,7 +400,9 @@ def test_a_lost_worker_s_tasks_are_retried_on_the_other_and_reattach(deployment:
         batch = new[values[(task_id, -1, "batch_id")]]
         assert batch.status == "completed" and values[(task_id, -1, "return_value")] == batch.output_file_id
     assert new[values[("sync_wait", -1, "batch_id")]].input_file_id == sync_file.id
-    uploaded = {f.id for f in hook().list_files() if f.purpose == "batch"} - files_before
+    # Batch output files carry purpose "batch" too: what is left is what was uploaded.
+    made = {f for b in batches_by_id(deployment).values() for f in (b.output_file_id, b.error_file_id) if f}
+    uploaded = {f.id for f in hook().list_files() if f.purpose == "batch"} - files_before - made
     assert uploaded == {new[values[("upload", -1, "batch_id")]].input_file_id}, "an orphan upload"
     assert emu.calls("POST", f"{API}/batches/*/cancel") == cancels_before
     history = deployment.postgres.query(
