@@ -9,15 +9,20 @@ PYTEST_ARGS ?=
 DIST ?= dist
 # Pins for an Airflow version that breaks with today's packages, where there are any (see the file).
 CONSTRAINTS := $(wildcard .ci/constraints-$(AIRFLOW_VERSION).txt)
+# The distributed scenario (CeleryExecutor, PostgreSQL) runs on the newest Airflow only: only its venv gets
+# the celery provider and the PostgreSQL driver.
+DISTRIBUTED_AIRFLOW := 3.3.2
+comma := ,
+EXTRAS := dev$(if $(filter $(DISTRIBUTED_AIRFLOW),$(AIRFLOW_VERSION)),$(comma)distributed)
 
-.PHONY: venv test lint unit demo bench reliability dist clean
+.PHONY: venv test lint unit demo bench reliability dist distributed clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]" \
+	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[$(EXTRAS)]" \
 		$(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -48,6 +53,11 @@ dist: venv
 	rm -f $(DIST)/*.tar.gz $(DIST)/*.whl
 	$(BIN)/python -m build --outdir $(DIST) .
 	$(BIN)/twine check --strict $(DIST)/*.tar.gz $(DIST)/*.whl
+
+# PostgreSQL and Redis from Debian's packages (installed when missing and we are root), then the scenario.
+distributed: venv
+	bash .ci/install-distributed-deps.sh
+	$(BIN)/python -m pytest tests/distributed -m distributed -rxX $(PYTEST_ARGS)
 
 clean:
 	rm -rf .scratch .pytest_cache .mypy_cache .ruff_cache dist
