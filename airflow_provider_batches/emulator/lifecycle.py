@@ -28,6 +28,14 @@ T = TypeVar("T")
 MAX_ERRORS = 100
 # Inputs smaller than this are validated and processed on the event loop; bigger ones in a thread.
 INLINE_BYTES = 1 << 20
+# The HTTP status a gateway answers a line with for these error codes (transient: a retry may succeed).
+TRANSIENT_STATUS = {
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "bad_gateway": 502,
+    "service_unavailable": 503,
+    "timeout": 504,
+}
 
 
 def _ts(value: float | None) -> int | None:
@@ -108,7 +116,10 @@ def _request_lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 def fail_reason(body: dict[str, Any]) -> dict[str, str] | None:
-    """The documented way to make a line fail: ``"emulator_fail": true`` or ``{"code", "message"}``."""
+    """
+    The documented way to make a line fail: ``"emulator_fail": true`` or ``{"code", "message"}``, and
+    ``"times": n`` to fail only the first ``n`` runs of the line (see :func:`fail_times`).
+    """
     flag = body.get("emulator_fail")
     if flag is True:
         return {
@@ -123,8 +134,34 @@ def fail_reason(body: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
-def validate_input(path: Path, endpoint: str) -> tuple[int, list[int], list[dict[str, Any]]]:
-    """Check an input JSONL as the API does. Returns (request lines, indexes failing on purpose, errors)."""
+def fail_times(body: dict[str, Any]) -> int | None:
+    """``emulator_fail.times``: how many runs of the line fail before it is answered; ``None``: all."""
+    flag = body.get("emulator_fail")
+    times = flag.get("times") if isinstance(flag, dict) else None
+    return times if isinstance(times, int) and not isinstance(times, bool) and times >= 0 else None
+
+
+def failed_response(reason: dict[str, str], request_id: str) -> dict[str, Any] | None:
+    """The ``response`` of a failed line: a 429 or 5xx one for the transient codes, else ``None``."""
+    status = TRANSIENT_STATUS.get(reason["code"])
+    if status is None:
+        return None
+    return {
+        "status_code": status,
+        "request_id": request_id,
+        "body": {"error": {"message": reason["message"], "type": reason["code"], "code": reason["code"]}},
+    }
+
+
+def validate_input(
+    path: Path, endpoint: str, take_run: Callable[[str, dict[str, Any], int], bool] | None = None
+) -> tuple[int, list[int], list[dict[str, Any]]]:
+    """
+    Check an input JSONL as the API does. Returns (request lines, indexes failing on purpose, errors).
+
+    ``take_run(custom_id, body, times)`` counts one more run of a line failing only ``times`` times and
+    says whether this run fails.
+    """
     errors: list[dict[str, Any]] = []
 
     def error(code: str, message: str, line: int | None, param: str | None = None) -> None:
@@ -175,7 +212,11 @@ def validate_input(path: Path, endpoint: str) -> tuple[int, list[int], list[dict
             if not isinstance(body, dict):
                 error("invalid_body", "'body' must be a JSON object.", lineno, "body")
             elif fail_reason(body) is not None:
-                failing.append(index)
+                times = fail_times(body)
+                if times is None or (
+                    take_run is not None and isinstance(custom_id, str) and take_run(custom_id, body, times)
+                ):
+                    failing.append(index)
     if count == 0:
         error("empty_file", "The input file has no request lines.", None)
     return count, failing, errors
@@ -186,6 +227,7 @@ def write_results(
 ) -> tuple[int, int]:
     """Answer the first ``count`` request lines of ``source``. Returns (succeeded, failed)."""
     succeeded = failed = 0
+    failing = set(rec.fail_lines)
     with open(source, "rb") as src, open(out_path, "wb") as out, open(err_path, "wb") as err:
         for index, (_, raw) in enumerate(_request_lines(src)):
             if index >= count:
@@ -193,7 +235,7 @@ def write_results(
             obj = json.loads(raw)
             custom_id, body = obj["custom_id"], obj["body"]
             line_id = digest(rec.id, custom_id)
-            reason = fail_reason(body)
+            reason = fail_reason(body) if index in failing else None
             if reason is None:
                 assert rec.in_progress_at is not None
                 created = int(rec.in_progress_at + (index + 1) / rec.lines_per_second)
@@ -213,7 +255,7 @@ def write_results(
                 result = {
                     "id": f"batch_req_{line_id[:24]}",
                     "custom_id": custom_id,
-                    "response": None,
+                    "response": failed_response(reason, f"req_{line_id[24:48]}"),
                     "error": reason,
                 }
                 failed += 1
@@ -284,6 +326,12 @@ class Engine:
         self.active.append(rec.id)
         return rec
 
+    def _take_run(self, rec: BatchRecord) -> Callable[[str, dict[str, Any], int], bool]:
+        def take(custom_id: str, body: dict[str, Any], times: int) -> bool:
+            return self.store.take_run(rec.owner, digest(custom_id, body), times)
+
+        return take
+
     def cancel(self, rec: BatchRecord) -> bool:
         """Ask a batch to stop; False when it is already terminal."""
         if rec.status in TERMINAL:
@@ -319,7 +367,10 @@ class Engine:
             if now < validated_at:
                 return
             source = self.store.batch_input_path(rec.id)
-            total, failing, errors = await self._blocking(rec, validate_input, source, rec.endpoint)
+            total, failing, errors = await self._blocking(
+                rec, validate_input, source, rec.endpoint, self._take_run(rec)
+            )
+            self.store.save_runs()
             if rec.status != "validating":  # cancelled while we read
                 return
             if errors:

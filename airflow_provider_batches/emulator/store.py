@@ -3,6 +3,7 @@
 Layout of a data directory::
 
     clock.json            the emulator clock's anchor, so that a restart keeps its time
+    runs.json             how many times each owner ran each line failing only ``times`` times
     files/<id>.json       one File's metadata        blobs/<id>   its bytes
     batches/<id>.json     one Batch's record          batches/<id>.input   a hard link to its input blob
     tmp/                  uploads and result files being written (emptied on start)
@@ -162,7 +163,21 @@ class Store:
         self.clock = Clock(self.root / "clock.json", time_scale)
         self.files: dict[str, FileRecord] = _load(self.root / "files", FileRecord)
         self.batches: dict[str, BatchRecord] = _load(self.root / "batches", BatchRecord)
+        self._runs_path = self.root / "runs.json"
+        self.runs: dict[str, int] = (
+            json.loads(self._runs_path.read_text(encoding="utf-8")) if self._runs_path.exists() else {}
+        )
         self._seq = max([0, *(r.seq for r in self.files.values()), *(r.seq for r in self.batches.values())])
+
+    def take_run(self, owner: Owner, line_digest: str, times: int) -> bool:
+        """Count one more run of a line by ``owner``; whether it is one of its first ``times`` (it fails)."""
+        key = f"{owner.key}|{owner.on_behalf_of or ''}|{line_digest}"
+        runs = self.runs.get(key, 0)
+        self.runs[key] = runs + 1
+        return runs < times
+
+    def save_runs(self) -> None:
+        atomic_write_json(self._runs_path, self.runs)
 
     def next_seq(self) -> int:
         self._seq += 1

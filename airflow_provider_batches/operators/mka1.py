@@ -315,3 +315,12 @@ class MKA1DownloadFileOperator(BaseOperator):
             raise MKA1InvalidInputError(message)
         result = self.hook.download_file(file_id, self.destination)  # the hook logs the download
         return {"path": str(result.path), "bytes": result.bytes, "lines": result.lines}
+
+
+def __getattr__(name: str) -> Any:
+    # MKA1BatchJobOperator lives in its own module; imported from here on first use, as users expect.
+    if name == "MKA1BatchJobOperator":
+        from airflow_provider_batches.operators.mka1_job import MKA1BatchJobOperator
+
+        return MKA1BatchJobOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
