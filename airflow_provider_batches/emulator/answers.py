@@ -31,10 +31,50 @@ def _embedding(text: object, dimensions: int) -> list[float]:
     return [round(rng.uniform(-1.0, 1.0), 6) for _ in range(dimensions)]
 
 
+def _from_schema(schema: Any, seed: str, depth: int = 0) -> Any:
+    """A value that satisfies a (simple) JSON schema: what a model asked for structured output returns."""
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    if "enum" in schema and isinstance(schema["enum"], list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {name: _from_schema(sub, seed, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        return [_from_schema(schema.get("items"), seed, depth + 1)]
+    if kind == "integer":
+        return int(seed[:6], 16) % 100
+    if kind == "number":
+        return int(seed[:6], 16) % 1000 / 10
+    if kind == "boolean":
+        return int(seed[:1], 16) % 2 == 0
+    if kind == "string":
+        return f"emulated {seed[:8]}"
+    return None
+
+
+def _structured(body: dict[str, Any], seed: str) -> str | None:
+    """The JSON text a chat (``response_format``) or Responses (``text.format``) request asks for."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict):
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_object":
+        return json.dumps({"answer": f"emulated {seed[:8]}"})
+    if fmt.get("type") == "json_schema":
+        inner = fmt.get("json_schema")
+        holder: dict[str, Any] = inner if isinstance(inner, dict) else fmt
+        return json.dumps(_from_schema(holder.get("schema"), seed))
+    return None
+
+
 def answer(endpoint: str, custom_id: str, body: dict[str, Any], created: int) -> dict[str, Any]:
     """The response body the emulated model gives to one request line."""
     h = digest(endpoint, body)
-    text = f"Emulated answer {h[:12]} to {custom_id}."
+    text = _structured(body, h) or f"Emulated answer {h[:12]} to {custom_id}."
     if endpoint == "/v1/embeddings":
         raw = body.get("input", "")
         inputs = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]

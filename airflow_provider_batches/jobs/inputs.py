@@ -172,3 +172,17 @@ def _check_line(raw: bytes, number: int, endpoint: str, source: str) -> str:
     if not isinstance(line.get("body"), dict):
         raise MKA1InvalidInputError(f"{where} ({custom_id}) needs a JSON object 'body'.")
     return custom_id
+
+
+def structured_output_params(endpoint: str, response_model: Any) -> dict[str, Any]:
+    """
+    The body fields that ask for output in ``response_model``'s JSON schema, for prompt strings:
+    ``response_format`` (chat) or ``text.format`` (responses); nothing for other endpoints.
+    """
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in response_model.__name__)[:64]
+    schema = {"name": name, "schema": response_model.model_json_schema(), "strict": True}
+    if endpoint == "/v1/chat/completions":
+        return {"response_format": {"type": "json_schema", "json_schema": schema}}
+    if endpoint == "/v1/responses":
+        return {"text": {"format": {"type": "json_schema", **schema}}}
+    return {}

@@ -22,7 +22,7 @@ from airflow_provider_batches.exceptions import (
 )
 from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
 from airflow_provider_batches.jobs import identity
-from airflow_provider_batches.jobs.inputs import check_requests_argument
+from airflow_provider_batches.jobs.inputs import check_requests_argument, structured_output_params
 from airflow_provider_batches.jobs.merge import MergeCounts, resolve_dir
 from airflow_provider_batches.jobs.resubmit import DEFAULT_RESUBMIT_CODES
 from airflow_provider_batches.jobs.run import JobRun, JobSpec, cancel_batches
@@ -244,7 +244,14 @@ class MKA1BatchJobOperator(BaseOperator):
             resubmit_codes=self.resubmit_codes,
             model=self.model,
             system_prompt=self.system_prompt,
-            request_params=self.request_params,
+            request_params={
+                **(
+                    structured_output_params(self.endpoint, self.response_model)
+                    if self.response_model
+                    else {}
+                ),
+                **(self.request_params or {}),
+            },
             metadata=self.metadata,
             max_concurrency=self.max_concurrency,
             response_model=self.response_model,
@@ -352,7 +359,7 @@ class MKA1BatchJobOperator(BaseOperator):
         cancel_batches(self.hook, batch_ids, why, self.log)
 
     def _check_outcome(self, key: str, counts: MergeCounts, results: str) -> None:
-        # The job as one completed batch, for the one outcome rule.
+        # The job as one completed batch, for the one outcome rule; its failed lines are in the results.
         as_batch = Batch.model_validate(
             {
                 "id": f"job-{key}",
@@ -361,6 +368,7 @@ class MKA1BatchJobOperator(BaseOperator):
                 "completion_window": "24h",
                 "status": BatchStatus.COMPLETED,
                 "created_at": 0,
+                "error_file_id": results,
                 "request_counts": {
                     "total": counts.requests,
                     "completed": counts.succeeded,
