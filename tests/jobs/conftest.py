@@ -87,7 +87,7 @@ def run_job(op: MKA1BatchJobOperator, context: dict[str, Any]) -> dict[str, Any]
     while True:
         trigger = pending.trigger
         # Rebuilt from its serialized kwargs, as the triggerer does.
-        path, kwargs = trigger.serialize()
+        _, kwargs = trigger.serialize()
         rebuilt = type(trigger)(**kwargs)
         events = asyncio.run(run_trigger(rebuilt, limit=60))
         assert len(events) == 1

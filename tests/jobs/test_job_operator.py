@@ -268,7 +268,7 @@ def test_a_changed_input_fails_with_on_input_change_fail(emulator, mka1_conn, tm
     changed = write_jsonl(tmp_path / "b.jsonl", (request_line(n) for n in range(6)))
     emulator.reset_calls()
 
-    with pytest.raises(MKA1InvalidInputError, match="input changed .* on_input_change='fail'"):
+    with pytest.raises(MKA1InvalidInputError, match=r"input changed .* on_input_change='fail'"):
         job(tmp_path, requests=str(changed), on_input_change="fail").execute(
             make_context(run_id=context["run_id"])
         )
@@ -278,7 +278,7 @@ def test_a_changed_input_fails_with_on_input_change_fail(emulator, mka1_conn, tm
 def test_timeout_cancels_the_batches_and_a_retry_goes_on(emulator, mka1_conn, tmp_path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", (request_line(n) for n in range(600)))
     context = make_context()
-    with pytest.raises(MKA1Error, match="Timed out: .* Cancelled 2 unfinished batches"):
+    with pytest.raises(MKA1Error, match=r"Timed out: .* Cancelled 2 unfinished batches"):
         job(tmp_path, requests=str(path), max_requests_per_batch=300, timeout=0.5).execute(context)
     assert emulator.calls(method="POST", path=CANCELS) == 2
 
