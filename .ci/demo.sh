@@ -50,3 +50,16 @@ cat "$workdir/summary.json"
 echo
 echo "results: $workdir/results.jsonl ($(wc -l <"$workdir/results.jsonl") lines); first one:"
 head -n 1 "$workdir/results.jsonl"
+
+jobdir="$scratch/job"
+echo
+echo "running example_mka1_batch_job with airflow dags test (log: $scratch/dags-test-job.log)"
+if ! airflow dags test example_mka1_batch_job -c "{\"workdir\": \"$jobdir\"}" >"$scratch/dags-test-job.log" 2>&1; then
+    tail -n 60 "$scratch/dags-test-job.log"
+    echo "the batch job failed"
+    exit 1
+fi
+[ -s "$jobdir/answers/results.jsonl" ] || { tail -n 60 "$scratch/dags-test-job.log"; echo "no results file"; exit 1; }
+echo "manifest ($jobdir/answers/manifest.json):"
+cat "$jobdir/answers/manifest.json"
+echo "results: $jobdir/answers/results.jsonl ($(wc -l <"$jobdir/answers/results.jsonl") rows, one per question)"

@@ -93,3 +93,38 @@ def test_the_summary_lists_ids_in_natural_order() -> None:
 
     key = runpy.run_path(str(REPO / "example_dags" / "example_mka1_batch_pipeline.py"))["natural_order"]
     assert sorted(["q-41", "q-7", "q-23", "q-100", "a-2"], key=key) == ["a-2", "q-7", "q-23", "q-41", "q-100"]
+
+
+def test_batch_job_end_to_end(airflow_home: AirflowHome, tmp_path) -> None:
+    workdir = tmp_path / "job"
+    run = airflow_home.run(
+        "dags", "test", "example_mka1_batch_job", "-c", json.dumps({"workdir": str(workdir)})
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    xcoms = airflow_home.xcoms("example_mka1_batch_job")
+    answered = xcoms[("answer", "return_value")]
+    assert answered["counts"] == {
+        "requests": 250,
+        "succeeded": 249,
+        "failed": {"content_filter": 1},
+        "invalid_output": 0,
+        "never_ran": 0,
+        "resubmitted": 3,
+    }
+    assert answered["rounds"] == 2 and [len(b) for b in answered["batches"]] == [3, 1]
+    rows = [json.loads(line) for line in (workdir / "answers" / "results.jsonl").read_text().splitlines()]
+    assert [r["custom_id"] for r in rows] == [f"q-{n}" for n in range(250)]
+    assert [r["custom_id"] for r in rows if r["attempts"] == 2] == ["q-12", "q-99", "q-180"]
+    assert rows[42]["error"] == {"code": "content_filter", "message": "blocked"}
+    assert (
+        sum(r["response"]["usage"]["total_tokens"] for r in rows if r["response"])
+        == answered["usage"]["total_tokens"]
+    )
+    classified = xcoms[("classify", "return_value")]
+    assert classified["counts"]["succeeded"] == 4
+    sentiment = [
+        json.loads(line) for line in (workdir / "sentiment" / "results.jsonl").read_text().splitlines()
+    ]
+    assert all(set(r["output"]) == {"label", "confidence"} for r in sentiment)
+    assert API_KEY not in json.dumps(list(xcoms.values()))
