@@ -8,13 +8,13 @@ reason (:func:`.resubmit.unfinished_lines`). It never decides the task's outcome
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_provider_batches.exceptions import MKA1InvalidResponseError
+from airflow_provider_batches.jobs import jsonl
 from airflow_provider_batches.jobs.index import JobIndex
 from airflow_provider_batches.jobs.resubmit import classify_result, unfinished_lines
 from airflow_provider_batches.models import Batch
@@ -66,9 +66,9 @@ def _results(
             length = len(raw)
             if raw.strip():
                 try:
-                    line = json.loads(raw)
+                    line = jsonl.loads(raw)
                     custom_id = line["custom_id"]
-                except (ValueError, KeyError, TypeError):
+                except (*jsonl.DECODE_ERRORS, KeyError, TypeError):  # type: ignore[misc]
                     raise MKA1InvalidResponseError(
                         200, f"line {number} of the results of batch {batch_id} is not a result line"
                     ) from None

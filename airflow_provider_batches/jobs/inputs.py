@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_batches.exceptions import MKA1InvalidInputError
+from airflow_provider_batches.jobs import jsonl
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations", "/v1/responses")
 PROMPT_ID_PREFIX = "prompt-"
@@ -151,27 +152,33 @@ def _file_lines(path: Any) -> Iterator[tuple[int, bytes]]:
 
 
 def _check_line(raw: bytes, number: int, endpoint: str, source: str) -> str:
-    where = f"Line {number} of {source}"
     try:
-        line = json.loads(raw)
-    except ValueError as exc:
-        raise MKA1InvalidInputError(f"{where} is not valid JSON: {exc}.") from None
+        line = jsonl.loads(raw)
+    except jsonl.DECODE_ERRORS as exc:
+        raise MKA1InvalidInputError(f"Line {number} of {source} is not valid JSON: {exc}.") from None
+    custom_id = line.get("custom_id") if isinstance(line, dict) else None
+    if (
+        isinstance(custom_id, str)
+        and custom_id
+        and line.get("method") == "POST"
+        and line.get("url") == endpoint
+        and isinstance(line.get("body"), dict)
+    ):
+        return custom_id
+    raise MKA1InvalidInputError(_what_is_wrong(line, f"Line {number} of {source}", endpoint))
+
+
+def _what_is_wrong(line: Any, where: str, endpoint: str) -> str:
     if not isinstance(line, dict):
-        raise MKA1InvalidInputError(f"{where} is a JSON {type(line).__name__}, not an object.")
+        return f"{where} is a JSON {type(line).__name__}, not an object."
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
-        raise MKA1InvalidInputError(f"{where} needs a non-empty string 'custom_id', got {custom_id!r}.")
+        return f"{where} needs a non-empty string 'custom_id', got {custom_id!r}."
     if line.get("method") != "POST":
-        raise MKA1InvalidInputError(
-            f"{where} ({custom_id}) has method {line.get('method')!r}: expected 'POST'."
-        )
+        return f"{where} ({custom_id}) has method {line.get('method')!r}: expected 'POST'."
     if line.get("url") != endpoint:
-        raise MKA1InvalidInputError(
-            f"{where} ({custom_id}) has url {line.get('url')!r}: expected the job's endpoint {endpoint!r}."
-        )
-    if not isinstance(line.get("body"), dict):
-        raise MKA1InvalidInputError(f"{where} ({custom_id}) needs a JSON object 'body'.")
-    return custom_id
+        return f"{where} ({custom_id}) has url {line.get('url')!r}: expected the job's endpoint {endpoint!r}."
+    return f"{where} ({custom_id}) needs a JSON object 'body'."
 
 
 def structured_output_params(endpoint: str, response_model: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ beside it, then renamed). The merge also adds up the answers' token usage and, w
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections import Counter
@@ -20,6 +19,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ValidationError
 
 from airflow_provider_batches.exceptions import MKA1InvalidInputError
+from airflow_provider_batches.jobs import jsonl
 from airflow_provider_batches.jobs.index import NEVER_RAN, SUCCEEDED, JobIndex
 
 RESULTS_NAME = "results.jsonl"
@@ -168,7 +168,7 @@ def write_results(
                 if handle is None:
                     handle = handles[item.file] = open(item.file, "rb")  # noqa: SIM115
                 handle.seek(item.offset or 0)
-                response = json.loads(handle.read(item.length or 0)).get("response") or {}
+                response = jsonl.loads(handle.read(item.length or 0)).get("response") or {}
                 body = response.get("body")
                 row["response"] = body
                 _add_usage(counts.usage, body)
@@ -184,7 +184,7 @@ def write_results(
                     counts.never_ran += 1
                 else:
                     counts.failed[item.code or "unknown_error"] += 1
-            out.file.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+            out.file.write(jsonl.dumps(row) + b"\n")
         out.commit()
     except BaseException:
         out.abort()
