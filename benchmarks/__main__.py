@@ -26,6 +26,8 @@ SUITE: list[tuple[str, list[str]]] = [
     ("benchmarks.download", ["--size-mib", "1024", "--rounds", "5"]),
     # The openai trigger runs at 1,000 (the largest N it runs in a reasonable time), ours at 1,000 and 5,000.
     ("benchmarks.triggerer", ["--n", "1000", "5000", "--cap", "150"]),
+    # A job of 100,000 and 1,000,000 chat requests (27 and 270 MB), and 100,000 with 1% failing once.
+    ("benchmarks.batch_job", ["--requests", "100000", "1000000", "--transient-requests", "100000"]),
 ]
 
 
