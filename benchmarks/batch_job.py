@@ -185,7 +185,8 @@ def rows(results: list[dict[str, Any]]) -> list[Row]:
         ):
             ours = nbytes / child["seconds"][stage] / MB
             busy = child["cpu_seconds"][stage]
-            note = f"{child['seconds'][stage]:.1f} s, of which {busy:.1f} s on a CPU ({nbytes / busy / MB:,.0f} MB/s)"
+            on_cpu = f"{busy:.1f} s on a CPU ({nbytes / busy / MB:,.0f} MB/s)"
+            note = f"{child['seconds'][stage]:.1f} s, of which {on_cpu}"
             out.append(Row(b, f"{stage} throughput", "MB/s", ours, cp_bytes_s, "cp", ">= 0.5 of cp",
                            ours / cp_bytes_s >= 0.5, note))  # fmt: skip
         counts, manifest = child["manifest"]["counts"], child["manifest"]

@@ -145,7 +145,8 @@ def _file_lines(path: Any) -> Iterator[tuple[int, bytes]]:
     except (OSError, ValueError) as exc:
         raise MKA1InvalidInputError(f"Cannot read the requests file {str(path)!r}: {exc}") from None
     with handle:
-        for number, raw in enumerate(handle, 1):
+        # readline, not iteration: Airflow 2's ObjectStoragePath file wrapper cannot be iterated.
+        for number, raw in enumerate(iter(handle.readline, b""), 1):
             stripped = raw.rstrip(b"\r\n")
             if stripped.strip():
                 yield number, stripped + b"\n"

@@ -69,7 +69,10 @@ class AtomicFile:
     """A file written under a temporary name in ``directory`` and renamed to ``name`` on :meth:`commit`."""
 
     def __init__(self, directory: Any, name: str) -> None:
-        self.local = isinstance(directory, Path)
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        # Not isinstance(Path): on Airflow 2 an ObjectStoragePath is a pathlib.Path too.
+        self.local = not isinstance(directory, ObjectStoragePath)
         if self.local:
             directory.mkdir(parents=True, exist_ok=True)
         self.target = directory / name
