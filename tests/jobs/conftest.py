@@ -46,13 +46,15 @@ def job(tmp_path: Path, **kwargs: Any) -> MKA1BatchJobOperator:
     return MKA1BatchJobOperator(task_id=kwargs.pop("task_id", "answer"), **kwargs)
 
 
-@pytest.fixture
-def jsonl(tmp_path):
-    def make(count: int, name: str = "requests.jsonl", **fails: Any) -> Path:
-        chosen = {int(k[1:]): v for k, v in fails.items()}
-        return write_jsonl(tmp_path / name, (request_line(n, fail=chosen.get(n)) for n in range(count)))
+@pytest.fixture(scope="module")
+def emulator_session():
+    """Job tests create many batches: on an emulator of their own (per module), so that they do not
+    lengthen every later test's listing of the shared emulator's batches."""
+    from airflow_provider_batches.emulator import run_emulator
+    from tests.conftest import API_KEY, FAST_TIMINGS, OTHER_API_KEY
 
-    return make
+    with run_emulator(api_keys=(API_KEY, OTHER_API_KEY), **FAST_TIMINGS) as emu:
+        yield emu
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import API_KEY, connection_json
+from tests.jobs.conftest import emulator_session  # noqa: F401 (the job tests' own emulator)
 from tests.reliability.support import assert_no_secret
 
 REPO = Path(__file__).resolve().parents[2]
