@@ -3,9 +3,12 @@
 Every batch of a job carries, in its metadata, the job's key (the task instance: dag, run, task, map
 index), the input's fingerprint, its round and its shard; its idempotency key (the hook's
 ``airflow_idempotency_key``) derives from all four. A retry or a cleared task lists the recent batches
-once and re-attaches to each one it finds; one of the same job with another fingerprint was made
-from another input, and the stated policy (``on_input_change``) says what happens to it. No state file
-is needed: the batches are the state. This module holds no I/O but one listing.
+once and re-attaches to each one it finds, whatever its status (a round's expired or cancelled batch
+is that round's result: its unfinished requests go into the next round, so it is never created
+again); one of the same job with another fingerprint was made from another input, and the stated
+policy (``on_input_change``) says what happens to it. Shards without a batch are created through the
+hook (``submit_batch``), under its reattach rule. No state file: the batches are the state. This
+module holds no I/O but one listing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from airflow_provider_batches.constants import REATTACH_MAX_AGE
 from airflow_provider_batches.models import Batch
 
 if TYPE_CHECKING:
@@ -29,7 +33,7 @@ SHARD_KEY = "airflow_job_shard"
 OUR_METADATA_KEYS = 5  # the four above and the hook's idempotency key
 MAX_METADATA_PAIRS = 16
 ON_INPUT_CHANGE = ("cancel_and_resubmit", "fail")
-LOOKBACK_PER_ROUND = 25 * 3600
+LOOKBACK_PER_ROUND = REATTACH_MAX_AGE
 """How far back a job's batches are looked for, per round it may have (a round lasts at most 24 h)."""
 MAX_LIST_PAGES = 100
 

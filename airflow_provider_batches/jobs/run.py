@@ -33,7 +33,7 @@ from airflow_provider_batches.jobs.merge import (
     write_results,
 )
 from airflow_provider_batches.jobs.shards import Shard, split_input, split_resubmission
-from airflow_provider_batches.models import Batch
+from airflow_provider_batches.models import TERMINAL_STATUSES, Batch, BatchStatus
 from airflow_provider_batches.outcome import describe_batch
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_batches.hooks.mka1 import MKA1Hook
 
-_NOT_RUNNING = ("cancelling", "cancelled", "completed", "failed", "expired")
+_NOT_RUNNING = TERMINAL_STATUSES | {BatchStatus.CANCELLING}
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class JobRun:
                 "(another fingerprint); on_input_change='fail' refuses to submit it. Cancel those batches "
                 "and run a new DAG run, or use on_input_change='cancel_and_resubmit'."
             )
-        running = [b.id for b in stale if str(b.status) not in _NOT_RUNNING]
+        running = [b.id for b in stale if b.status not in _NOT_RUNNING]
         self.log.warning(
             "The input changed since earlier tries created batches %s: cancelling the %d unfinished ones "
             "and submitting the new input (on_input_change='cancel_and_resubmit').",
@@ -188,11 +188,9 @@ class JobRun:
         return batches
 
     def _create(self, round_no: int, shard: Shard) -> Batch:
-        name = f"{self.key}-r{round_no}-s{shard.number}.jsonl"
-        uploaded = self.hook.upload_file(shard.path, purpose="batch", filename=name)
-        batch = self.hook.create_batch(
-            uploaded.id,
+        batch = self.hook.submit_batch(
             self.spec.endpoint,
+            input_path=shard.path,
             metadata=identity.batch_metadata(
                 self.spec.metadata, self.key, self.fingerprint, round_no, shard.number
             ),

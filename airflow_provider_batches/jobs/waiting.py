@@ -1,6 +1,6 @@
 """The polling policy of one wait on every batch of a round, shared by the job trigger and the sync path.
 
-One :class:`~airflow_provider_batches.triggers.mka1.BatchPoller` per batch (the same pace, jitter,
+One :class:`~airflow_provider_batches.polling.BatchPoller` per batch (the same pace, jitter,
 error budget and deadline as a single batch's wait); on top, the job's totals (logged when a poll
 changed something, with an estimate of the time left) and stall detection. No I/O: the caller polls
 the batches this names and reports here.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from airflow_provider_batches.models import Batch
-from airflow_provider_batches.triggers.mka1 import BatchPoller
+from airflow_provider_batches.polling import BatchPoller
 
 
 class JobWait:

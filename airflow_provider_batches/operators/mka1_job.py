@@ -15,6 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
+from airflow_provider_batches.constants import (
+    DEFAULT_CONN_ID,
+    DEFAULT_ENDPOINT,
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+)
 from airflow_provider_batches.exceptions import (
     MKA1BatchPartialFailureError,
     MKA1Error,
@@ -34,14 +41,8 @@ from airflow_provider_batches.jobs.shards import (
 from airflow_provider_batches.jobs.waiting import JobWait
 from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import check_batch_outcome, validate_max_failed_ratio
-from airflow_provider_batches.triggers.mka1 import (
-    DEFAULT_CONN_ID,
-    DEFAULT_ERROR_BUDGET,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    EVENT_SUCCESS,
-    EVENT_TIMEOUT,
-)
+from airflow_provider_batches.polling import seconds
+from airflow_provider_batches.triggers.mka1 import EVENT_SUCCESS, EVENT_TIMEOUT
 from airflow_provider_batches.triggers.mka1_job import MKA1BatchJobTrigger
 
 if TYPE_CHECKING:
@@ -50,15 +51,6 @@ if TYPE_CHECKING:
 
 XCOM_MANIFEST = "manifest"
 _NOT_RUNNING = ("cancelling", "cancelled", "completed", "failed", "expired")
-
-
-def _seconds(value: timedelta | float | None, name: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return seconds
 
 
 class MKA1BatchJobOperator(BaseOperator):
@@ -127,7 +119,7 @@ class MKA1BatchJobOperator(BaseOperator):
         *,
         requests: Any,
         result_path: Any,
-        endpoint: str = "/v1/chat/completions",
+        endpoint: str = DEFAULT_ENDPOINT,
         model: str | None = None,
         system_prompt: str | None = None,
         request_params: dict[str, Any] | None = None,
@@ -186,11 +178,11 @@ class MKA1BatchJobOperator(BaseOperator):
         self.mka1_conn_id = mka1_conn_id
         self.on_behalf_of = on_behalf_of
         self.deferrable = deferrable
-        self.poll_interval = _seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
-        self.max_poll_interval = _seconds(max_poll_interval, "max_poll_interval") or DEFAULT_MAX_POLL_INTERVAL
-        self.timeout = _seconds(timeout, "timeout")
+        self.poll_interval = seconds(poll_interval, "poll_interval") or DEFAULT_POLL_INTERVAL
+        self.max_poll_interval = seconds(max_poll_interval, "max_poll_interval") or DEFAULT_MAX_POLL_INTERVAL
+        self.timeout = seconds(timeout, "timeout")
         self.error_budget = error_budget
-        self.stall_timeout = _seconds(stall_timeout, "stall_timeout")
+        self.stall_timeout = seconds(stall_timeout, "stall_timeout")
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
         self.scratch_dir = scratch_dir
@@ -258,7 +250,7 @@ class MKA1BatchJobOperator(BaseOperator):
             keep_raw_files=self.keep_raw_files,
             on_input_change=self.on_input_change,
         )
-        self.hook.batch_options(self.endpoint, "24h", self.metadata, self.max_concurrency)
+        self.hook.batch_options(self.endpoint, metadata=self.metadata, max_concurrency=self.max_concurrency)
         key = idempotency_key_for(context)
         with JobRun.prepare(spec, self.hook, key, self.scratch_dir, self.log) as job:
             shards = job.shards0

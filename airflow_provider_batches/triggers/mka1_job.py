@@ -1,9 +1,9 @@
 """Deferrable wait on every batch of a job's round: :class:`MKA1BatchJobTrigger`, one trigger for all.
 
-It polls the round's batches through the hook's ``aget_batch`` (one ``aiohttp`` session shared per
-event loop and connection, as for :class:`~airflow_provider_batches.triggers.mka1.MKA1BatchTrigger`)
-with the job polling policy (:class:`~airflow_provider_batches.jobs.waiting.JobWait`), cancels stalled
-batches, and fires once when every batch is terminal. It never decides the job's outcome.
+An :class:`~airflow_provider_batches.triggers.mka1.MKA1BaseTrigger` (its connection, the hook on the
+loop's shared ``aiohttp`` session, serialization), it polls the round's batches with the job polling
+policy (:class:`~airflow_provider_batches.jobs.waiting.JobWait`, one ``BatchPoller`` per batch), cancels
+stalled batches, and fires once when every batch is terminal. It never decides the job's outcome.
 """
 
 from __future__ import annotations
@@ -11,26 +11,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from functools import cached_property
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_batches.exceptions import MKA1Error, error_to_event
-from airflow_provider_batches.hooks.mka1 import MKA1Hook
-from airflow_provider_batches.jobs.waiting import JobWait
-from airflow_provider_batches.triggers.mka1 import (
+from airflow_provider_batches.constants import (
     DEFAULT_CONN_ID,
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    EVENT_ERROR,
-    EVENT_SUCCESS,
-    EVENT_TIMEOUT,
 )
+from airflow_provider_batches.exceptions import MKA1Error, error_to_event
+from airflow_provider_batches.jobs.waiting import JobWait
+from airflow_provider_batches.triggers.mka1 import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT, MKA1BaseTrigger
 
 
-class MKA1BatchJobTrigger(BaseTrigger):
+class MKA1BatchJobTrigger(MKA1BaseTrigger):
     """
     Wait in the triggerer until every batch of a round is terminal, the deadline passes or polling fails.
 
@@ -66,11 +62,9 @@ class MKA1BatchJobTrigger(BaseTrigger):
         stall_timeout: float | None = None,
         cancel_on_kill: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(mka1_conn_id=mka1_conn_id, on_behalf_of=on_behalf_of)
         self.batch_ids = list(batch_ids)
         self.round_no = round_no
-        self.mka1_conn_id = mka1_conn_id
-        self.on_behalf_of = on_behalf_of
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.deadline = deadline
@@ -78,33 +72,19 @@ class MKA1BatchJobTrigger(BaseTrigger):
         self.stall_timeout = stall_timeout
         self.cancel_on_kill = cancel_on_kill
         self._wait: JobWait | None = None
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "batch_ids": self.batch_ids,
-                "round_no": self.round_no,
-                "mka1_conn_id": self.mka1_conn_id,
-                "on_behalf_of": self.on_behalf_of,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "deadline": self.deadline,
-                "error_budget": self.error_budget,
-                "stall_timeout": self.stall_timeout,
-                "cancel_on_kill": self.cancel_on_kill,
-            },
+        self.trigger_kwargs.update(
+            batch_ids=self.batch_ids,
+            round_no=round_no,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            deadline=deadline,
+            error_budget=error_budget,
+            stall_timeout=stall_timeout,
+            cancel_on_kill=cancel_on_kill,
         )
 
-    @cached_property
-    def hook(self) -> MKA1Hook:
-        return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        try:
-            yield await self._run()
-        finally:
-            await self.hook.aclose()
+    async def wait(self) -> AsyncIterator[TriggerEvent]:
+        yield await self._run()
 
     async def _run(self) -> TriggerEvent:
         wait = self._wait = JobWait(

@@ -80,7 +80,7 @@ def run_job(op: MKA1BatchJobOperator, context: dict[str, Any]) -> dict[str, Any]
 
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from tests.triggers.helpers import run_trigger
+    from tests.conftest import run_trigger
 
     try:
         return op.execute(context)

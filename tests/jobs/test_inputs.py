@@ -11,8 +11,8 @@ from airflow_provider_batches.exceptions import MKA1InvalidInputError
 from airflow_provider_batches.jobs.index import JobIndex
 from airflow_provider_batches.jobs.inputs import iter_request_lines
 from airflow_provider_batches.jobs.shards import split_input
+from tests.conftest import make_context
 from tests.jobs.conftest import ENDPOINT, job, request_line, write_jsonl
-from tests.triggers.helpers import make_context
 
 
 def _split(tmp_path, requests, **limits):

@@ -13,8 +13,8 @@ from airflow_provider_batches.exceptions import MKA1BatchPartialFailureError, MK
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import BatchStatus
 from airflow_provider_batches.triggers.mka1_job import MKA1BatchJobTrigger
+from tests.conftest import make_context
 from tests.jobs.conftest import job, read_rows, request_line, run_job, write_jsonl
-from tests.triggers.helpers import make_context
 
 CREATES = "/api/v1/llm/batches"
 UPLOADS = "/api/v1/llm/files"
@@ -140,7 +140,7 @@ def test_resubmit_codes_choose_what_is_transient(emulator, mka1_conn, tmp_path) 
 
 @pytest.fixture
 def a_day_passes_after_each_create(own_emulator, monkeypatch) -> list[str]:
-    create = MKA1Hook.create_batch
+    create = MKA1Hook.submit_batch
     created: list[str] = []
 
     def create_then_a_day_passes(self, *args, **kwargs):
@@ -149,7 +149,7 @@ def a_day_passes_after_each_create(own_emulator, monkeypatch) -> list[str]:
         own_emulator.advance_clock(90_000)
         return batch
 
-    monkeypatch.setattr(MKA1Hook, "create_batch", create_then_a_day_passes)
+    monkeypatch.setattr(MKA1Hook, "submit_batch", create_then_a_day_passes)
     return created
 
 

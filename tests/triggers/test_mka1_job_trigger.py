@@ -12,8 +12,8 @@ from airflow_provider_batches.exceptions import MKA1ServerError
 from airflow_provider_batches.hooks.mka1 import close_async_sessions
 from airflow_provider_batches.jobs.waiting import JobWait
 from airflow_provider_batches.triggers.mka1_job import MKA1BatchJobTrigger
+from tests.conftest import make_batch, run_trigger, submit_batch
 from tests.jobs.conftest import emulator_session  # noqa: F401 (the job tests' own emulator)
-from tests.triggers.helpers import make_batch, run_trigger, submit_batch
 
 CANCELS = "/api/v1/llm/batches/*/cancel"
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
