@@ -45,6 +45,10 @@ HEARTBEAT_SECONDS = 240.0
 DEFAULT_ENDPOINT = "/v1/chat/completions"
 DEFAULT_COMPLETION_WINDOW = "24h"
 IDEMPOTENCY_METADATA_KEY = "airflow_idempotency_key"
+INPUT_FINGERPRINT_METADATA_KEY = "airflow_input_fingerprint"
+"""Metadata key of what a batch was made from: a SHA-256 of its input's content, or ``file:<id>``."""
+ON_INPUT_CHANGE = ("cancel_and_resubmit", "fail")
+"""What to do with an earlier try's batch made from another input: cancel it and submit anew, or fail."""
 REATTACH_MAX_AGE = 25 * 3600
 """How far back ``find_batch`` looks for a batch with the idempotency key, in seconds."""
 REATTACH_MAX_PAGES = 10

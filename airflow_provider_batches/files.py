@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -215,6 +216,16 @@ def open_source(source: object) -> tuple[Callable[[], IO[bytes]], int, str]:
     except OSError as exc:
         raise MKA1InvalidInputError(f"Cannot read {str(target)!r}: {exc}") from None
     return (lambda: target.open("rb")), int(size), target.name
+
+
+def fingerprint(source: object) -> str:
+    """The SHA-256 (hex) of a local or object storage file's content, read in chunks."""
+    opener, _, _ = open_source(source)
+    digest = hashlib.sha256()
+    with opener() as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:

@@ -10,10 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_batches.constants import IDEMPOTENCY_METADATA_KEY, REATTACH_MAX_AGE, REATTACH_MAX_PAGES
+from airflow_provider_batches.constants import (
+    IDEMPOTENCY_METADATA_KEY,
+    INPUT_FINGERPRINT_METADATA_KEY,
+    REATTACH_MAX_AGE,
+    REATTACH_MAX_PAGES,
+)
 from airflow_provider_batches.exceptions import MKA1InvalidInputError
 from airflow_provider_batches.models import NO_REATTACH_STATUSES, Batch, BatchPage
 from airflow_provider_batches.responses import parse_model
@@ -24,14 +29,29 @@ if TYPE_CHECKING:
     from airflow_provider_batches.transport.sync import SyncTransport
 
 
-def may_reattach(batch: Batch) -> bool:
+def may_reattach(batch: Batch, input_fingerprint: str | None = None) -> bool:
     """
     The reattach rule: a batch found by its idempotency key is reused unless it ended unsuccessfully
-    (failed, expired, cancelling or cancelled), in which case a new batch is created.
+    (failed, expired, cancelling or cancelled) or was made from another input
+    (:func:`input_changed`), in which case a new batch is created.
 
     :param batch: a batch carrying the idempotency key.
+    :param input_fingerprint: what the new batch would be made from, if known.
     """
-    return batch.status not in NO_REATTACH_STATUSES
+    return batch.status not in NO_REATTACH_STATUSES and not input_changed(batch, input_fingerprint)
+
+
+def input_changed(batch: Batch, input_fingerprint: str | None) -> bool:
+    """
+    Whether ``batch`` was made from another input than ``input_fingerprint`` (its recorded
+    fingerprint differs; a batch recorded none, made by an older provider, differs only by its file id).
+    """
+    if input_fingerprint is None:
+        return False
+    recorded = (batch.metadata or {}).get(INPUT_FINGERPRINT_METADATA_KEY)
+    if recorded is not None:
+        return bool(recorded != input_fingerprint)
+    return input_fingerprint.startswith("file:") and input_fingerprint != f"file:{batch.input_file_id}"
 
 
 def idempotency_key_for(context: Mapping[str, Any]) -> str:
@@ -81,11 +101,29 @@ def find(
 
 
 def find_reusable(
-    transport: SyncTransport, idempotency_key: str, *, input_file_id: str | None, endpoint: str | None
+    transport: SyncTransport,
+    idempotency_key: str,
+    *,
+    input_file_id: str | None,
+    endpoint: str | None,
+    input_fingerprint: str | None = None,
+    on_input_change: Callable[[Batch], None] | None = None,
 ) -> Batch | None:
-    """The batch :func:`find` finds if :func:`may_reattach` allows reusing it, else ``None`` (logged)."""
+    """
+    The batch :func:`find` finds if :func:`may_reattach` allows reusing it, else ``None`` (logged). One
+    made from another input is handed to ``on_input_change`` first (which cancels it, or raises).
+    """
     found = find(transport, idempotency_key, input_file_id=input_file_id, endpoint=endpoint)
     if found is None:
+        return None
+    if input_changed(found, input_fingerprint):
+        transport.log.warning(
+            "Batch %s has idempotency key %s but was made from another input: not reattached.",
+            found.id,
+            idempotency_key,
+        )
+        if on_input_change is not None:
+            on_input_change(found)
         return None
     if not may_reattach(found):
         transport.log.info(

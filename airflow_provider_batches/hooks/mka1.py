@@ -18,11 +18,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_batches import files, reattach
-from airflow_provider_batches.constants import CONNECTION_TYPE, DEFAULT_COMPLETION_WINDOW, DEFAULT_CONN_ID
+from airflow_provider_batches.constants import (
+    CONNECTION_TYPE,
+    DEFAULT_COMPLETION_WINDOW,
+    DEFAULT_CONN_ID,
+    INPUT_FINGERPRINT_METADATA_KEY,
+    ON_INPUT_CHANGE,
+)
 from airflow_provider_batches.exceptions import MKA1BadRequestError, MKA1InvalidInputError
 from airflow_provider_batches.files import open_sink, resolve
 from airflow_provider_batches.get_provider_info import UI_FIELD_BEHAVIOUR, connection_form_widgets
 from airflow_provider_batches.models import (
+    TERMINAL_STATUSES,
     Batch,
     BatchPage,
     BatchStatus,
@@ -214,14 +221,43 @@ class MKA1Hook(BaseHook):
         return reattach.find(self._transport, idempotency_key, input_file_id=input_file_id, endpoint=endpoint)
 
     def find_reattachable(
-        self, idempotency_key: str, *, input_file_id: str | None = None, endpoint: str | None = None
+        self,
+        idempotency_key: str,
+        *,
+        input_file_id: str | None = None,
+        endpoint: str | None = None,
+        input_fingerprint: str | None = None,
+        on_input_change: str = "cancel_and_resubmit",
     ) -> Batch | None:
         """
         The batch an earlier try created with ``idempotency_key``, if :func:`may_reattach` allows
-        reusing it; ``None`` means "create a new one". Arguments as for :meth:`find_batch`.
+        reusing it; ``None`` means "create a new one". Arguments as for :meth:`find_batch`; with
+        ``input_fingerprint``, a batch made from another input is never reused: it is cancelled
+        (``on_input_change="cancel_and_resubmit"``) or refused (``"fail"``: raises before anything is sent).
         """
+        if on_input_change not in ON_INPUT_CHANGE:
+            raise MKA1InvalidInputError(
+                f"on_input_change must be one of {ON_INPUT_CHANGE}, got {on_input_change!r}."
+            )
+
+        def changed(batch: Batch) -> None:
+            if on_input_change == "fail":
+                raise MKA1InvalidInputError(
+                    f"The input changed since an earlier try of this task created batch {batch.id}; "
+                    "on_input_change='fail' refuses to submit it (cancel that batch and start a new run, or "
+                    "use on_input_change='cancel_and_resubmit')."
+                )
+            if batch.status not in TERMINAL_STATUSES:
+                self.log.warning("Cancelling batch %s: it was made from another input.", batch.id)
+                self.cancel_batch(batch.id)
+
         return reattach.find_reusable(
-            self._transport, idempotency_key, input_file_id=input_file_id, endpoint=endpoint
+            self._transport,
+            idempotency_key,
+            input_file_id=input_file_id,
+            endpoint=endpoint,
+            input_fingerprint=input_fingerprint,
+            on_input_change=changed,
         )
 
     def create_batch(
@@ -270,6 +306,8 @@ class MKA1Hook(BaseHook):
         metadata: Mapping[str, str] | None = None,
         max_concurrency: int | None = None,
         idempotency_key: str | None = None,
+        input_fingerprint: str | None = None,
+        on_input_change: str = "cancel_and_resubmit",
     ) -> Batch:
         """
         Create a batch from an uploaded file or from a file uploaded first, or reattach to the batch an
@@ -277,15 +315,28 @@ class MKA1Hook(BaseHook):
 
         The options are checked before anything is sent, and the earlier try's batch is looked for once,
         before the upload, so that a retry uploads nothing. Arguments as for :meth:`create_batch`, with
-        exactly one of ``input_file_id`` and ``input_path`` (see :meth:`upload_file`).
+        exactly one of ``input_file_id`` and ``input_path`` (see :meth:`upload_file`). With a key, the
+        batch records what it is made from (``input_fingerprint``; default the SHA-256 of ``input_path``'s
+        content, or ``file:<input_file_id>``) and an earlier try's batch made from another input is not
+        reattached to: see :meth:`find_reattachable` for ``on_input_change``.
         """
         if (input_file_id is None) == (input_path is None):
             raise MKA1InvalidInputError("submit_batch needs exactly one of input_file_id or input_path.")
         if input_file_id is not None:
             validate_id(input_file_id, "input file id")
+        if idempotency_key is not None and input_fingerprint is None:
+            input_fingerprint = f"file:{input_file_id}" if input_file_id else files.fingerprint(input_path)
+        if input_fingerprint is not None:
+            metadata = {**(metadata or {}), INPUT_FINGERPRINT_METADATA_KEY: input_fingerprint}
         options = batch_options(endpoint, completion_window, metadata, max_concurrency, idempotency_key)
         if idempotency_key is not None:
-            found = self.find_reattachable(idempotency_key, input_file_id=input_file_id, endpoint=endpoint)
+            # Looked for whatever its file: one made from another input is the changed-input case.
+            found = self.find_reattachable(
+                idempotency_key,
+                endpoint=endpoint,
+                input_fingerprint=input_fingerprint,
+                on_input_change=on_input_change,
+            )
             if found is not None:
                 return found
         if input_file_id is None:

@@ -30,9 +30,6 @@ JOB_KEY = "airflow_job"
 FINGERPRINT_KEY = "airflow_job_fingerprint"
 ROUND_KEY = "airflow_job_round"
 SHARD_KEY = "airflow_job_shard"
-OUR_METADATA_KEYS = 5  # the four above and the hook's idempotency key
-MAX_METADATA_PAIRS = 16
-ON_INPUT_CHANGE = ("cancel_and_resubmit", "fail")
 LOOKBACK_PER_ROUND = REATTACH_MAX_AGE
 """How far back a job's batches are looked for, per round it may have (a round lasts at most 24 h)."""
 MAX_LIST_PAGES = 100
@@ -58,11 +55,8 @@ def batch_metadata(
 
 
 def check_user_metadata(metadata: Mapping[str, str] | None) -> None:
-    """:raises ValueError: too many pairs to leave room for the job's, or a reserved key."""
+    """:raises ValueError: a key of the job's own (``airflow_...``)."""
     metadata = metadata or {}
-    room = MAX_METADATA_PAIRS - OUR_METADATA_KEYS
-    if len(metadata) > room:
-        raise ValueError(f"metadata has {len(metadata)} pairs; a job's batches leave room for {room}.")
     reserved = sorted(k for k in metadata if str(k).startswith("airflow_"))
     if reserved:
         raise ValueError(f"metadata keys starting with 'airflow_' are the job's own: {reserved}.")

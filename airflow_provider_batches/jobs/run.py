@@ -196,6 +196,7 @@ class JobRun:
             ),
             max_concurrency=self.spec.max_concurrency,
             idempotency_key=identity.batch_key(self.key, self.fingerprint, round_no, shard.number),
+            input_fingerprint=self.fingerprint[:32],  # the job's, already in the key: no second read
         )
         self.log.info(
             "Round %d shard %d: %d requests (%d bytes) in batch %s.",

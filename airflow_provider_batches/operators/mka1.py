@@ -22,6 +22,7 @@ from airflow_provider_batches.constants import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    ON_INPUT_CHANGE,
 )
 from airflow_provider_batches.exceptions import MKA1Error, MKA1InvalidInputError
 from airflow_provider_batches.hooks.mka1 import MKA1Hook, idempotency_key_for
@@ -80,6 +81,9 @@ class MKA1BatchOperator(BaseOperator):
         succeed. Default 0: any failed request fails the task.
     :param cancel_on_kill: cancel the batch when the task is killed while it waits (on a worker; deferred,
         on Airflow 3.3+).
+    :param on_input_change: when the batch an earlier try created was made from another input (the file
+        at ``input_path`` changed, or another ``input_file_id``): ``"cancel_and_resubmit"`` (cancel it
+        if it is unfinished, create a new one) or ``"fail"`` (fail before anything is sent).
     """
 
     template_fields: Sequence[str] = (
@@ -113,6 +117,7 @@ class MKA1BatchOperator(BaseOperator):
         error_budget: int = DEFAULT_ERROR_BUDGET,
         max_failed_ratio: float = 0.0,
         cancel_on_kill: bool = True,
+        on_input_change: str = "cancel_and_resubmit",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -148,6 +153,9 @@ class MKA1BatchOperator(BaseOperator):
         self.error_budget = error_budget
         self.max_failed_ratio = validate_max_failed_ratio(max_failed_ratio)
         self.cancel_on_kill = cancel_on_kill
+        if on_input_change not in ON_INPUT_CHANGE:
+            raise ValueError(f"on_input_change must be one of {ON_INPUT_CHANGE}, got {on_input_change!r}")
+        self.on_input_change = on_input_change
         # The batch a synchronous wait is on, for on_kill.
         self._waiting_on: str | None = None
 
@@ -201,6 +209,7 @@ class MKA1BatchOperator(BaseOperator):
             metadata=self.metadata,
             max_concurrency=self.max_concurrency,
             idempotency_key=idempotency_key_for(context),
+            on_input_change=self.on_input_change,
         )
         return batch
 

@@ -21,6 +21,7 @@ from airflow_provider_batches.constants import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    ON_INPUT_CHANGE,
 )
 from airflow_provider_batches.exceptions import (
     MKA1BatchPartialFailureError,
@@ -150,10 +151,8 @@ class MKA1BatchJobOperator(BaseOperator):
         check_limits(max_requests_per_batch, max_bytes_per_batch)
         if isinstance(resubmit_rounds, bool) or not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0, got {resubmit_rounds!r}")
-        if on_input_change not in identity.ON_INPUT_CHANGE:
-            raise ValueError(
-                f"on_input_change must be one of {identity.ON_INPUT_CHANGE}, got {on_input_change!r}"
-            )
+        if on_input_change not in ON_INPUT_CHANGE:
+            raise ValueError(f"on_input_change must be one of {ON_INPUT_CHANGE}, got {on_input_change!r}")
         if response_model is not None and not (
             isinstance(response_model, type) and hasattr(response_model, "model_validate_json")
         ):
