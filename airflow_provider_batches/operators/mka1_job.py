@@ -85,7 +85,7 @@ class MKA1BatchJobOperator(BaseOperator):
     :param keep_raw_files: copy every batch's output and error file to ``result_path/raw/``.
     :param on_input_change: when batches of this task instance made from another input exist:
         ``"cancel_and_resubmit"`` (cancel the unfinished ones, start over) or ``"fail"``.
-    :param metadata: string pairs stored on every batch (templated); up to 11.
+    :param metadata: string pairs stored on every batch (templated); keys ``airflow_*`` are the job's.
     :param max_concurrency: the most requests of one batch the gateway runs at once.
     :param mka1_conn_id: the MKA1 connection id.
     :param on_behalf_of: end-user id sent as ``X-On-Behalf-Of`` (templated).
