@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, Param, task
 from pydantic import BaseModel
 
 from airflow_provider_batches.operators.mka1 import MKA1BatchJobOperator
@@ -35,10 +35,34 @@ class Sentiment(BaseModel):
 
 with DAG(
     dag_id="example_mka1_batch_job",
+    description="Answer 250 questions as an MKA1 batch job (3 batches, transient failures resubmitted) and "
+    "classify 4 reviews into a pydantic model; one results row per request.",
+    doc_md="""
+### MKA1 batch job
+
+`make_questions` writes 250 chat requests to `questions.jsonl` in **workdir**. `answer`
+(`MKA1BatchJobOperator`) checks every line, splits them into 3 batches of at most 100, waits on all of
+them in one deferral, resubmits the 3 lines that fail transiently once, and writes
+`answers/results.jsonl` (one row per question, in order) and `answers/manifest.json`. `classify` sends 4
+prompt strings with a `response_model` and writes the parsed answers to `sentiment/results.jsonl`.
+`report` prints what the two manifests say.
+
+Needs the `mka1_default` connection (type **MKA1**: Base URL and API key). Against the provider's emulator
+(`python -m airflow_provider_batches.emulator --api-key demo-key`) one question is blocked for good, within
+the task's `max_failed_ratio` of 1%.
+""",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": str(Path(tempfile.gettempdir()) / "mka1_example_job")},
+    params={
+        "workdir": Param(
+            str(Path(tempfile.gettempdir()) / "mka1_example_job"),
+            type="string",
+            title="Work directory",
+            description="Where questions.jsonl and the answers/ and sentiment/ result directories are "
+            "written (created if missing; on a machine every task of the run can read).",
+        )
+    },
     tags=["example", "mka1"],
 ) as dag:
 

@@ -2,8 +2,8 @@
 
 One :class:`~airflow_provider_batches.polling.BatchPoller` per batch (the same pace, jitter,
 error budget and deadline as a single batch's wait); on top, the job's totals (logged when a poll
-changed something, with an estimate of the time left) and stall detection. No I/O: the caller polls
-the batches this names and reports here.
+changed something, with an estimate of the time left), the pollers' own progress lines, and stall
+detection. No I/O: the caller polls the batches this names and reports here; it logs.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ class JobWait:
                 max_poll_interval=max_poll_interval,
                 error_budget=error_budget,
                 deadline=deadline,
-                logger=self.log,
                 clock=clock,
             )
             for batch_id in batch_ids
@@ -99,7 +98,9 @@ class JobWait:
     def observe(self, batch: Batch) -> None:
         """Record a successful poll of one batch."""
         poller = self.pollers[batch.id]
-        poller.observe(batch)
+        line = poller.observe(batch)
+        if line:
+            self.log.info(line)
         now = self.clock()
         counts = (batch.request_counts.completed, batch.request_counts.failed)
         moved = self._moved.get(batch.id)
@@ -110,7 +111,9 @@ class JobWait:
 
     def observe_error(self, batch_id: str, exc: BaseException) -> bool:
         """Record a failed poll; ``False`` if the wait must end (see ``BatchPoller.observe_error``)."""
-        keep_going = self.pollers[batch_id].observe_error(exc)
+        poller = self.pollers[batch_id]
+        keep_going = poller.observe_error(exc)
+        (self.log.warning if keep_going else self.log.error)(poller.error_line(exc))
         self._schedule(batch_id, self.clock())
         return keep_going
 

@@ -73,7 +73,9 @@ def test_airflow_knows_the_provider_and_its_connection_type(airflow_home: Airflo
     assert mka1["hook_name"] == "MKA1"
 
 
-@pytest.mark.parametrize("name", ["example_mka1_batch_pipeline", "example_mka1_sensor"])
+@pytest.mark.parametrize(
+    "name", ["example_mka1_batch_pipeline", "example_mka1_sensor", "example_mka1_batch_job"]
+)
 def test_example_dags_explain_themselves(name: str) -> None:
     """The DAG list shows a description, the DAG page its doc, the trigger form what each param is for."""
     import runpy
