@@ -201,6 +201,9 @@ async def test_one_lane_per_connection_and_end_user_released_with_its_last_wait(
     await asyncio.gather(*(h.aget_batch(b) for h, b in zip(hooks, mine + theirs, strict=True)))
     lanes = active_lanes()
     assert sorted(lanes) == [("mka1_default", None), ("mka1_other", "user-b")]
+    # The lane carries the settings: read once per connection, one object for all its waits.
+    assert hooks[0]._settings is hooks[1]._settings is hooks[2]._settings
+    assert hooks[3]._settings is hooks[4]._settings is not hooks[0]._settings
     open_sessions = [s.session for s in sessions.active_sessions().values()]
     for hook in hooks[:-1]:
         await hook.aclose()
