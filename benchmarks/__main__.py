@@ -29,6 +29,8 @@ SUITE: list[tuple[str, list[str]]] = [
     ("benchmarks.triggerer", ["--n", "1000", "5000", "--cap", "150"]),
     # A fleet of waits on one rate-limited key (about 11 minutes: 5,000 waits at 20 req/s take 250 s).
     ("benchmarks.fleet", []),
+    # What one waiting trigger costs: RSS and objects a full garbage collection walks.
+    ("benchmarks.per_trigger", ["--n", "2000"]),
 ]
 
 
