@@ -1,7 +1,7 @@
 """
 The pacing of one lane of API calls (one API key and end user): how fast its calls may go, whether the
 gateway is down for it, and whose call goes next. Pure: it never sleeps, sends or reads a clock (every
-method takes ``now``), so that the async lane and the sync transport share it and tests need no sleep.
+method takes ``now``), so that its rules are tested without sleeping; :mod:`.transport.lane` drives it.
 
 The rules, in one place:
 
