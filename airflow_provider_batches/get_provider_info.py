@@ -60,6 +60,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "First ceiling of the exponential backoff between retries, doubled per retry.",
         "schema": {"type": ["number", "null"], "default": DEFAULT_BACKOFF_BASE, "exclusiveMinimum": 0},
     },
+    "max_requests_per_second": {
+        "label": "Max requests per second",
+        "description": "A ceiling on the calls a second of all the deferred waits on this connection in one "
+        "triggerer. Without it, they pace themselves to the key's rate limit from its 429 answers.",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    },
     "verify": {
         "label": "Verify TLS certificates",
         "description": "Turn off only for a test server with a self-signed certificate; for a private "

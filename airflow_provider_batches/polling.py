@@ -137,6 +137,9 @@ class BatchPoller:
     :param error_budget: consecutive transient errors tolerated; the next one ends the wait.
     :param deadline: absolute end of the wait (Unix seconds), or ``None`` for no deadline.
     :param clock: wall clock, Unix seconds (a parameter for tests).
+    :param error_backoff: after a transient error, double the interval (up to ``max_poll_interval``); off
+        where the transport's lane already probes a failing gateway on behalf of every wait, so that a wait
+        is back at its pace within a poll interval of the gateway's recovery.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class BatchPoller:
         error_budget: int = DEFAULT_ERROR_BUDGET,
         deadline: float | None = None,
         clock: Callable[[], float] = time.time,
+        error_backoff: bool = True,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
@@ -159,12 +163,24 @@ class BatchPoller:
         self.error_budget = error_budget
         self.deadline = deadline
         self.clock = clock
+        self.error_backoff = error_backoff
         self.batch: Batch | None = None
         self.consecutive_errors = 0
         self._interval = self.poll_interval
         self._last_seen: tuple[object, ...] | None = None
         self._last_line_at: float | None = None
         self._progress_anchor: tuple[float, int] | None = None
+        self._remaining: float | None = None
+
+    @property
+    def near_end(self) -> bool:
+        """
+        Whether the next poll may well find the batch terminal: the first poll (it may have ended already),
+        ``finalizing``, or ``in_progress`` with its estimated end within a poll interval.
+        """
+        if self.batch is None or self.batch.status == BatchStatus.FINALIZING:
+            return True
+        return self._remaining is not None and self._remaining <= self.poll_interval
 
     def observe(self, batch: Batch) -> str | None:
         """
@@ -199,8 +215,11 @@ class BatchPoller:
         self.consecutive_errors += 1
         if self.consecutive_errors > self.error_budget:
             return False
-        backoff = self.poll_interval * 2 ** min(self.consecutive_errors - 1, 32)
-        self._interval = min(backoff, self.max_poll_interval)
+        if self.error_backoff:
+            backoff = self.poll_interval * 2 ** min(self.consecutive_errors - 1, 32)
+            self._interval = min(backoff, self.max_poll_interval)
+        else:
+            self._interval = self.poll_interval
         return True
 
     def error_line(self, exc: BaseException) -> str:
@@ -231,6 +250,7 @@ class BatchPoller:
         return min(delay, remaining)
 
     def _pace(self, batch: Batch, same_status: bool) -> float:
+        self._remaining = None
         status = batch.status
         if status in (BatchStatus.VALIDATING, BatchStatus.FINALIZING):
             return self.poll_interval
@@ -249,7 +269,8 @@ class BatchPoller:
         # any size and a float division could overflow.
         remaining = Fraction(max(counts.total - done, 0)) * Fraction(now - anchor_time)
         remaining /= done - anchor_done
-        return self._clamp(float(min(remaining, Fraction(self.max_poll_interval))))
+        self._remaining = float(min(remaining, Fraction(self.max_poll_interval)))
+        return self._clamp(self._remaining)
 
     def _clamp(self, seconds: float) -> float:
         return min(max(seconds, self.poll_interval), self.max_poll_interval)

@@ -56,6 +56,8 @@ class ClientSettings:
     :param connect_timeout: connect timeout of one try, in seconds.
     :param verify: verify TLS certificates (``True``), don't (``False``), or the path of a CA bundle.
     :param retry: the retry rule.
+    :param max_requests_per_second: the most calls a second the async lane of this connection makes, or
+        ``None`` (it paces itself to the key's limit from the 429s).
     """
 
     conn_id: str
@@ -67,6 +69,7 @@ class ClientSettings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     verify: bool | str = True
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_requests_per_second: float | None = None
 
     def url(self, path: str) -> str:
         """The full URL of ``path`` (from :func:`api_path`)."""
@@ -122,6 +125,20 @@ def _positive_number(conn_id: str | None, name: str, value: Any, default: float)
         number = math.nan
     if not math.isfinite(number) or number <= 0:
         raise _bad(conn_id, f"extra {name} must be a positive number of seconds, got {shown(value)}.")
+    return number
+
+
+def _rate(conn_id: str | None, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise _bad(conn_id, f"extra max_requests_per_second must be a positive number, got {shown(value)}.")
     return number
 
 
@@ -268,7 +285,8 @@ def settings_from_connection(
     Extras (plain or in Airflow 2's ``extra__mka1__<name>`` form): ``on_behalf_of``, ``timeout`` (read
     timeout, seconds), ``max_retries``, ``base_path``, ``verify`` (bool, or the older form of
     ``ca_bundle``), ``ca_bundle`` (path of a CA bundle file), ``scheme``, ``backoff_base`` (first retry
-    backoff ceiling in seconds, default 0.5).
+    backoff ceiling in seconds, default 0.5), ``max_requests_per_second``
+    (a ceiling on the pace of the async lane).
 
     :param conn_id: the connection id, for messages.
     :param host: the connection's host.
@@ -322,4 +340,5 @@ def settings_from_connection(
         connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, read_timeout),
         verify=_verify(name, _extra(extras, "verify"), _extra(extras, "ca_bundle")),
         retry=retry_policy,
+        max_requests_per_second=_rate(conn_id, _extra(extras, "max_requests_per_second")),
     )

@@ -20,7 +20,8 @@ the JSON printed on stderr and in the table's notes.
 
     python -m benchmarks.triggerer --n 1000             # ours and the openai trigger at 1,000
     python -m benchmarks.triggerer --n 1000 5000 --cap 150
-    python -m benchmarks.triggerer --n 5000 --openai-n  # ours only
+    python -m benchmarks.triggerer --n 5000 --openai-n  # ours and the bare aiohttp poller only
+    python -m benchmarks.triggerer --n 1000 --openai-n --bare-n  # ours only
 """
 
 from __future__ import annotations
@@ -158,7 +159,11 @@ def measure(
     return result
 
 
-def _make_trigger(impl: str, batch_id: str, poll_interval: float) -> Any:
+def _make_trigger(impl: str, batch_id: str, poll_interval: float, api_url: str = "") -> Any:
+    if impl == "bare":
+        from benchmarks.bare_poller import BarePoller
+
+        return BarePoller(api_url, batch_id, poll_interval)
     if impl == "ours":
         from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger
 
@@ -170,8 +175,13 @@ def _make_trigger(impl: str, batch_id: str, poll_interval: float) -> Any:
     )
 
 
-async def _warm_up(impl: str, batch_id: str) -> None:
-    if impl == "ours":
+async def _warm_up(impl: str, batch_id: str, api_url: str) -> None:
+    if impl == "bare":
+        # The triggerer's process has Airflow imported, whatever its triggers are.
+        import airflow.triggers.base  # noqa: F401
+
+        await _make_trigger(impl, batch_id, 1.0, api_url).poll()
+    elif impl == "ours":
         from airflow_provider_batches.hooks.mka1 import MKA1Hook
 
         await MKA1Hook().aget_batch(batch_id)
@@ -197,9 +207,10 @@ async def _child_main(args: argparse.Namespace, batches: list[tuple[str, float]]
     admin = EmulatorAdmin(args.admin_url)
     # One poll before the measurement, as in a triggerer that has been running: it imports what the first
     # poll of a fresh process imports (Airflow loads its connection and supervisor modules on first use).
-    _make_trigger(args.impl, batches[0][0], args.poll_interval)
+    api_url = args.admin_url + "/api/v1/llm"
+    _make_trigger(args.impl, batches[0][0], args.poll_interval, api_url)
     cold = time.perf_counter()
-    await _warm_up(args.impl, batches[0][0])
+    await _warm_up(args.impl, batches[0][0], api_url)
     cold = time.perf_counter() - cold
     admin.reset_calls()
     harness_rate = await harness_cpu_rate()
@@ -224,7 +235,7 @@ async def _child_main(args: argparse.Namespace, batches: list[tuple[str, float]]
     tasks: dict[str, asyncio.Task[tuple[float, str]]] = {}
     for batch_id, _ in batches:
         await asyncio.sleep(0)
-        trigger = _make_trigger(args.impl, batch_id, args.poll_interval)
+        trigger = _make_trigger(args.impl, batch_id, args.poll_interval, api_url)
         await asyncio.sleep(0)
         tasks[batch_id] = asyncio.create_task(_run_one(trigger))
     _, pending = await asyncio.wait(tasks.values(), timeout=max(0.0, wall0 + args.cap - time.monotonic()))
@@ -312,6 +323,29 @@ def rows(ours: dict[int, dict[str, Any]], other: dict[int, dict[str, Any]]) -> l
     return out
 
 
+# (metric, unit, result key, scale) of the comparison with the bare poller; the goal is at most 1.5x it.
+BARE_METRICS = (
+    ("worst loop stall", "ms", "worst_stall", 1e3),
+    ("client CPU per 1,000 polls", "s", "cpu_per_1000_polls", 1.0),
+    ("RSS per trigger", "KiB", "rss_per_trigger_kib", 1.0),
+)
+BARE_GOAL = 1.5
+
+
+def bare_rows(ours: dict[int, dict[str, Any]], bare: dict[int, dict[str, Any]]) -> list[Row]:
+    """Ours against the bare aiohttp poller at every N both ran: the figure, and ours / bare in the note."""
+    out: list[Row] = []
+    for n in sorted(set(ours) & set(bare)):
+        for metric, unit, key, scale in BARE_METRICS:
+            mine, base = ours[n][key] * scale, bare[n][key] * scale
+            ratio = mine / base if base > 0 else float("inf")
+            out.append(
+                Row(f"triggerer N={n:,} vs bare", metric, unit, mine, base, f"bare aiohttp N={n:,}",
+                    f"<= {BARE_GOAL:g}x bare", ratio <= BARE_GOAL, f"ours / bare = {ratio:.2f}x")
+            )  # fmt: skip
+    return out
+
+
 def _stall_note(r: dict[str, Any]) -> str:
     gcs, worst_gc = r["full_gcs"], r["worst_full_gc"] * 1e3
     return (
@@ -339,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gc-freeze", action="store_true", help="gc.freeze() the triggerer's startup objects (a what-if)"
     )
-    parser.add_argument("--child", choices=("ours", "openai"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--bare-n", type=int, nargs="*", help="numbers of bare aiohttp pollers (default: each --n)"
+    )
+    parser.add_argument("--child", choices=("ours", "openai", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--ids-file", help=argparse.SUPPRESS)
     parser.add_argument("--admin-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -352,14 +389,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.openai_n is None:
         args.openai_n = [n for n in args.n if n <= OPENAI_MAX_N]
-    results: dict[str, dict[int, dict[str, Any]]] = {"ours": {}, "openai": {}}
-    for impl, ns in (("ours", args.n), ("openai", args.openai_n)):
+    if args.bare_n is None:
+        args.bare_n = list(args.n)
+    results: dict[str, dict[int, dict[str, Any]]] = {"ours": {}, "openai": {}, "bare": {}}
+    for impl, ns in (("ours", args.n), ("bare", args.bare_n), ("openai", args.openai_n)):
         for n in sorted(set(ns)):
             results[impl][n] = measure(
                 impl, n, args.poll_interval, args.complete_after, args.cap, args.gc_freeze
             )
             print(f"{impl} N={n}: {json.dumps(results[impl][n])}", file=sys.stderr)
-    report(rows(results["ours"], results["openai"]), args.json)
+    report(rows(results["ours"], results["openai"]) + bare_rows(results["ours"], results["bare"]), args.json)
     return 0
 
 

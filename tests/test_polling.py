@@ -121,3 +121,24 @@ def test_poller_words_each_error_as_the_wait_goes_on_or_ends() -> None:
     permanent = MKA1AuthenticationError(401, "bad key", request_id="r2")
     assert not poller.observe_error(permanent)
     assert "permanent error" in poller.error_line(permanent)
+
+
+def test_poller_behind_a_lane_does_not_back_off_after_errors_and_knows_a_batch_near_its_end() -> None:
+    clock = FakeClock()
+    poller = BatchPoller("batch_x", poll_interval=2, max_poll_interval=60, clock=clock, error_backoff=False)
+    transient = MKA1ServerError(503, "try later", method="GET", path="/batches/batch_x", request_id="r1")
+    assert poller.near_end  # the first poll may find it done
+    for _ in range(5):
+        assert poller.observe_error(transient)
+        assert 1.8 <= poller.next_sleep() <= 2.2  # the lane probes the gateway for it: no doubling
+    poller.observe(make_batch("validating"))
+    assert not poller.near_end
+    poller.observe(make_batch("in_progress", 1000, 0))
+    clock.now += 10
+    poller.observe(make_batch("in_progress", 1000, 500))  # 500 s left
+    assert not poller.near_end
+    clock.now += 9.9
+    poller.observe(make_batch("in_progress", 1000, 999))  # 0.02 s left
+    assert poller.near_end
+    poller.observe(make_batch("finalizing", 1000, 1000))
+    assert poller.near_end

@@ -63,6 +63,9 @@ def test_host_rules(host: str | None, port: int | None, extras: dict, base_url: 
         ({"scheme": "ftp"}, "extra scheme"),
         ({"base_path": "/a/../b"}, "base_path"),
         ({"on_behalf_of": "u\r\nx"}, "on_behalf_of"),
+        ({"max_requests_per_second": 0}, "extra max_requests_per_second must be a positive number"),
+        ({"max_requests_per_second": "fast"}, "extra max_requests_per_second"),
+        ({"max_requests_per_second": True}, "extra max_requests_per_second"),
     ],
 )
 def test_bad_connection_fields_are_named(kwargs: dict, message: str) -> None:
@@ -177,3 +180,8 @@ def test_every_extra_read_is_declared_in_the_form() -> None:
 
     read = set(re.findall(r'_extra\(extras, "(\w+)"\)', Path(settings.__file__).read_text()))
     assert read == set(CONN_FIELDS)
+
+
+def test_max_requests_per_second_is_the_lanes_ceiling() -> None:
+    assert _settings().max_requests_per_second is None
+    assert _settings(max_requests_per_second="2.5").max_requests_per_second == 2.5

@@ -104,9 +104,14 @@ class EmulatorAdmin:
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
-    def calls(self, method: str | None = None, path: str | None = None) -> int:
-        """How many API calls matched ``method`` (None: any) and the ``path`` glob (None: any)."""
-        query = {k: v for k, v in (("method", method), ("path", path)) if v is not None}
+    def calls(self, method: str | None = None, path: str | None = None, status: int | None = None) -> int:
+        """
+        How many API calls matched ``method`` (None: any) and the ``path`` glob (None: any); with
+        ``status``, only those answered with that status (e.g. 429: rate limited or faulted).
+        """
+        query = {
+            k: str(v) for k, v in (("method", method), ("path", path), ("status", status)) if v is not None
+        }
         return int(self._call("GET", "/calls", query=query)["count"])
 
     def reset_calls(self) -> None:

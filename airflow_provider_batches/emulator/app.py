@@ -368,16 +368,18 @@ async def clear_faults(rt: RuntimeDep) -> dict[str, Any]:
 
 
 @admin.get("/calls")
-async def calls(rt: RuntimeDep, method: str | None = None, path: str | None = None) -> dict[str, Any]:
+async def calls(
+    rt: RuntimeDep, method: str | None = None, path: str | None = None, status: int | None = None
+) -> dict[str, Any]:
     return {
-        "count": rt.control.count_calls(method, path),
+        "count": rt.control.count_calls(method, path, status),
         "calls": [{"method": m, "path": p, "count": n} for (m, p), n in sorted(rt.control.calls.items())],
     }
 
 
 @admin.delete("/calls")
 async def reset_calls(rt: RuntimeDep) -> dict[str, Any]:
-    rt.control.calls.clear()
+    rt.control.reset_calls()
     return {"count": 0}
 
 

@@ -105,6 +105,8 @@ class Control:
     def __init__(self, latency: float = 0.0, rate_limit: float | None = None) -> None:
         self.faults: list[Fault] = []
         self.calls: Counter[tuple[str, str]] = Counter()
+        # The status of every answer sent (a dropped call has none), for callers that count 429s.
+        self.answers: Counter[tuple[str, str, int]] = Counter()
         self.latency = latency
         self.rate_limit = rate_limit
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -126,13 +128,22 @@ class Control:
     def fault_list(self) -> list[dict[str, Any]]:
         return [asdict(f) for f in self.faults]
 
-    def count_calls(self, method: str | None = None, path: str | None = None) -> int:
+    def count_calls(
+        self, method: str | None = None, path: str | None = None, status: int | None = None
+    ) -> int:
+        """Calls matching ``method`` and the ``path`` glob; with ``status``, only those answered with it."""
         method = method.upper() if method and method != "*" else None
-        return sum(
-            n
-            for (m, p), n in self.calls.items()
-            if (method is None or m == method) and (path is None or fnmatchcase(p, path))
-        )
+
+        def match(m: str, p: str) -> bool:
+            return (method is None or m == method) and (path is None or fnmatchcase(p, path))
+
+        if status is not None:
+            return sum(n for (m, p, s), n in self.answers.items() if s == status and match(m, p))
+        return sum(n for (m, p), n in self.calls.items() if match(m, p))
+
+    def reset_calls(self) -> None:
+        self.calls.clear()
+        self.answers.clear()
 
     def set_rate_limit(self, per_second: float | None) -> None:
         self.rate_limit = per_second
@@ -200,12 +211,15 @@ class EmulatorMiddleware:
             return
         request_id = f"{uuid.uuid4()}#{next(self._counter)}".encode()
 
+        method, path = scope["method"], scope["path"]
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id)]}
+                if not path.startswith(ADMIN_PREFIX):
+                    self.control.answers[(method, path, message["status"])] += 1
             await send(message)
 
-        method, path = scope["method"], scope["path"]
         if path.startswith(ADMIN_PREFIX):
             await self.app(scope, receive, send_with_id)
             return

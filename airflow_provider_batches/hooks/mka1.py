@@ -42,8 +42,9 @@ from airflow_provider_batches.models import (
 from airflow_provider_batches.reattach import idempotency_key_for, may_reattach
 from airflow_provider_batches.retry import RetryBudget, RetryPolicy
 from airflow_provider_batches.settings import ClientSettings, settings_from_connection
+from airflow_provider_batches.transport import sessions
 from airflow_provider_batches.transport.aio import AsyncTransport
-from airflow_provider_batches.transport.sessions import close_async_sessions
+from airflow_provider_batches.transport.sessions import active_lanes, close_async_sessions
 from airflow_provider_batches.transport.sync import SyncTransport
 from airflow_provider_batches.validation import (
     api_path,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     import requests
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-__all__ = ["MKA1Hook", "close_async_sessions", "idempotency_key_for", "may_reattach"]
+__all__ = ["MKA1Hook", "active_lanes", "close_async_sessions", "idempotency_key_for", "may_reattach"]
 
 _CANCELLED = frozenset({BatchStatus.CANCELLING, BatchStatus.CANCELLED})
 
@@ -153,17 +154,27 @@ class MKA1Hook(BaseHook):
 
     async def _asettings(self) -> ClientSettings:
         if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
-
-            conn = await get_async_connection(self.mka1_conn_id, hook=self)
-            settings = self._settings_from(conn, await get_async_extra_dejson(conn))
-            # mask_secret may talk to the supervisor synchronously: never on the event loop.
-            await asyncio.to_thread(mask_secret, settings.api_key)
-            self._settings = settings
+            if self._shares_settings:
+                # The waits on one loop and connection read it once (lookup, checks, masking).
+                read = sessions.settings_once(self.mka1_conn_id, self.on_behalf_of, self._aread_settings)
+                self._settings = await read
+            else:
+                self._settings = await self._aread_settings()
         return self._settings
+
+    @property
+    def _shares_settings(self) -> bool:
+        """Whether this hook's settings are the connection's as any other hook with its ``on_behalf_of``."""
+        return self.timeout is None and self.retry_policy is None
+
+    async def _aread_settings(self) -> ClientSettings:
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+
+        conn = await get_async_connection(self.mka1_conn_id, hook=self)
+        settings = self._settings_from(conn, await get_async_extra_dejson(conn))
+        # mask_secret may talk to the supervisor synchronously: never on the event loop.
+        await asyncio.to_thread(mask_secret, settings.api_key)
+        return settings
 
     @property
     def _transport(self) -> SyncTransport:
@@ -174,7 +185,9 @@ class MKA1Hook(BaseHook):
     async def _atransport(self) -> AsyncTransport:
         settings = await self._asettings()
         if self._async is None:  # checked after the await: concurrent first calls share one transport
-            self._async = AsyncTransport(settings, self.log)
+            self._async = AsyncTransport(
+                settings, self.log, on_behalf_of=self.on_behalf_of, shares_settings=self._shares_settings
+            )
         return self._async
 
     def get_conn(self) -> requests.Session:
@@ -478,14 +491,15 @@ class MKA1Hook(BaseHook):
 
     # -- async (for triggers) ----------------------------------------------------------------------
 
-    async def aget_batch(self, batch_id: str) -> Batch:
+    async def aget_batch(self, batch_id: str, *, urgent: bool = False) -> Batch:
         """
-        Get a batch, without blocking the event loop.
+        Get a batch, without blocking the event loop; the call waits for admission in its lane.
 
         :param batch_id: the batch's id.
+        :param urgent: the batch is about to end: this call gets a head start in its lane's queue.
         """
         path = api_path("batches", validate_id(batch_id, "batch id"))
-        return await (await self._atransport()).call(Batch, "GET", path)
+        return await (await self._atransport()).call(Batch, "GET", path, urgent=urgent)
 
     async def acancel_batch(self, batch_id: str) -> Batch:
         """
@@ -495,7 +509,7 @@ class MKA1Hook(BaseHook):
         """
         path = api_path("batches", validate_id(batch_id, "batch id"), "cancel")
         try:
-            return await (await self._atransport()).call(Batch, "POST", path)
+            return await (await self._atransport()).call(Batch, "POST", path, urgent=True)
         except MKA1BadRequestError:
             batch = await self.aget_batch(batch_id)
             if batch.status not in _CANCELLED:

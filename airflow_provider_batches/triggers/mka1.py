@@ -168,10 +168,13 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
             max_poll_interval=self.max_poll_interval,
             error_budget=self.error_budget,
             deadline=self.deadline,
+            error_backoff=False,  # the hook's lane probes a failing gateway for every wait on it
         )
         while True:
             try:
-                batch = await self.hook.aget_batch(self.batch_id)
+                batch = await self._poll(poller)
+            except TimeoutError:
+                pass  # the deadline passed while the poll waited in its lane: next_sleep says so
             except Exception as exc:
                 goes_on = poller.observe_error(exc)
                 (self.log.warning if goes_on else self.log.error)("%s", poller.error_line(exc))
@@ -198,6 +201,13 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
                 )
                 return
             await asyncio.sleep(delay)
+
+    async def _poll(self, poller: BatchPoller) -> Batch:
+        """One poll; it may wait for admission in a paced lane, but not past the deadline."""
+        poll = self.hook.aget_batch(self.batch_id, urgent=poller.near_end)
+        if self.deadline is None:
+            return await poll
+        return await asyncio.wait_for(poll, timeout=max(0.0, self.deadline - time.time()) + 1.0)
 
     async def on_kill(self) -> None:
         """

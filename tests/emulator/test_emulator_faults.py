@@ -152,6 +152,8 @@ def test_rate_limit_per_key(emu: EmulatorHandle) -> None:
     assert limited[0].json() == {"error": "Rate limit exceeded"}
     assert REQUEST_ID.match(limited[0].headers["X-Request-ID"])
     assert b.get("/batches").status_code == 200  # another key has its own budget
+    assert emu.calls("GET", BATCHES, status=429) == len(limited)
+    assert emu.calls("GET", BATCHES, status=200) == len(ok) + 1
     time.sleep(1.1)  # a whole second's worth: the bucket is full again however loaded the machine is
     assert a.get("/batches").status_code == 200  # refilled
     emu.set_rate_limit(None)
