@@ -46,6 +46,7 @@ def test_connection_form_widgets() -> None:
         "verify": "StringField",
         "scheme": "StringField",
         "ca_bundle": "StringField",
+        "max_requests_per_second": "StringField",
     }
     assert all(w.kwargs["description"] for w in widgets.values())
 
