@@ -342,3 +342,45 @@ def settings_from_connection(
         retry=retry_policy,
         max_requests_per_second=_rate(conn_id, _extra(extras, "max_requests_per_second")),
     )
+
+
+def explicit_settings(
+    host: str | None,
+    api_key: str,
+    *,
+    on_behalf_of: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    backoff_base: float | None = None,
+    base_path: str | None = None,
+    verify: bool | str | None = None,
+    scheme: str | None = None,
+    retry_policy: RetryPolicy | None = None,
+    label: str = "explicit settings",
+) -> ClientSettings:
+    """
+    :class:`ClientSettings` from values given in code rather than an Airflow connection, checked by the
+    same rules as :func:`settings_from_connection` (each argument is the connection field or extra of
+    the same name; ``None`` takes its default).
+
+    :param host: the base URL (``None`` or empty: the MKA1 gateway).
+    :param api_key: the API key.
+    :param label: what messages call these settings, in place of a connection id.
+    """
+    extras = {
+        "on_behalf_of": on_behalf_of,
+        "max_retries": max_retries,
+        "backoff_base": backoff_base,
+        "base_path": base_path,
+        "verify": verify,
+        "scheme": scheme,
+    }
+    return settings_from_connection(
+        label,
+        host=host,
+        port=None,
+        password=api_key,
+        extras={name: value for name, value in extras.items() if value is not None},
+        timeout=timeout,
+        retry_policy=retry_policy,
+    )

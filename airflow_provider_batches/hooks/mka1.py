@@ -41,7 +41,7 @@ from airflow_provider_batches.models import (
 )
 from airflow_provider_batches.reattach import idempotency_key_for, may_reattach
 from airflow_provider_batches.retry import RetryBudget, RetryPolicy
-from airflow_provider_batches.settings import ClientSettings, settings_from_connection
+from airflow_provider_batches.settings import ClientSettings, explicit_settings, settings_from_connection
 from airflow_provider_batches.transport import sessions
 from airflow_provider_batches.transport.aio import AsyncTransport
 from airflow_provider_batches.transport.sessions import active_lanes, close_async_sessions
@@ -133,34 +133,69 @@ class MKA1Hook(BaseHook):
             timeout=self.timeout,
             retry_policy=self.retry_policy,
         )
+        return settings
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings) -> MKA1Hook:
+        """
+        A hook on ``settings`` instead of an Airflow connection: for code that holds a host and a key
+        but no connection (a common-ai batch adapter gets only those two). The key is masked in logs.
+
+        :param settings: e.g. from :meth:`from_credentials` or
+            :func:`~airflow_provider_batches.settings.explicit_settings`.
+        """
+        hook = cls(
+            mka1_conn_id=settings.conn_id,
+            on_behalf_of=settings.on_behalf_of,
+            timeout=settings.timeout,
+            retry_policy=settings.retry,
+        )
+        hook._adopt(settings)
+        mask_secret(settings.api_key)
+        return hook
+
+    @classmethod
+    def from_credentials(cls, host: str | None, api_key: str, **options: Any) -> MKA1Hook:
+        """
+        A hook on a base URL and an API key, checked as a connection's would be.
+
+        :param host: the base URL, e.g. ``https://apigw.mka1.com`` (``None``: the MKA1 gateway).
+        :param api_key: the API key.
+        :param options: any keyword of :func:`~airflow_provider_batches.settings.explicit_settings`:
+            ``on_behalf_of``, ``timeout``, ``max_retries``, ``backoff_base``, ``base_path``, ``verify``,
+            ``scheme``, ``retry_policy``, ``label``.
+        """
+        return cls.from_settings(explicit_settings(host, api_key, **options))
+
+    def _adopt(self, settings: ClientSettings) -> ClientSettings:
         if settings.insecure:
             self.log.warning(
                 "MKA1 connection %r sends the API key over plain http:// to %s, which is not this machine; "
                 "use https://.",
-                self.mka1_conn_id,
+                settings.conn_id,
                 settings.base_url,
             )
+        self._settings = settings
         return settings
 
     @property
     def settings(self) -> ClientSettings:
         """The connection's settings, read and checked once."""
-        if self._settings is None:
-            conn = self.get_connection(self.mka1_conn_id)
-            settings = self._settings_from(conn, conn.extra_dejson)
-            mask_secret(settings.api_key)
-            self._settings = settings
-        return self._settings
+        if self._settings is not None:
+            return self._settings
+        conn = self.get_connection(self.mka1_conn_id)
+        settings = self._settings_from(conn, conn.extra_dejson)
+        mask_secret(settings.api_key)
+        return self._adopt(settings)
 
     async def _asettings(self) -> ClientSettings:
-        if self._settings is None:
-            if self._shares_settings:
-                # The waits on one loop and connection read it once (lookup, checks, masking).
-                read = sessions.settings_once(self.mka1_conn_id, self.on_behalf_of, self._aread_settings)
-                self._settings = await read
-            else:
-                self._settings = await self._aread_settings()
-        return self._settings
+        if self._settings is not None:
+            return self._settings
+        if self._shares_settings:
+            # The waits on one loop and connection read it once (lookup, checks, masking).
+            read = sessions.settings_once(self.mka1_conn_id, self.on_behalf_of, self._aread_settings)
+            return self._adopt(await read)
+        return self._adopt(await self._aread_settings())
 
     @property
     def _shares_settings(self) -> bool:

@@ -72,7 +72,7 @@ class Installed:
 # the other in this one process (each process of its own costs Airflow's start-up, 4 s or more here);
 # then imports each module given and looks up the task decorators the provider info declares.
 PROVIDERS_PROBE = """
-import contextlib, importlib, io, json, sys
+import contextlib, importlib, importlib.util, io, json, sys
 from airflow.__main__ import main
 from airflow.providers_manager import ProvidersManager
 from airflow_provider_batches.get_provider_info import get_provider_info
@@ -89,6 +89,8 @@ print(json.dumps({
     "outputs": outputs,
     "files": {m: importlib.import_module(m).__file__ for m in asked["modules"]},
     "unregistered_decorators": [d for d in declared if d not in registered],
+    "common_ai_installed": importlib.util.find_spec("airflow.providers.common.ai") is not None,
+    "adapter_imported": "airflow_provider_batches.adapters.common_ai" in sys.modules,
 }))
 """
 
@@ -158,6 +160,10 @@ def test_wheel_has_the_package_emulator_and_py_typed_only(dists: Dists) -> None:
     assert "provider_info = airflow_provider_batches.get_provider_info:get_provider_info" in entry_points
     assert f"\nVersion: {__version__}\n" in meta
     assert "\nProvides-Extra: emulator\n" in meta
+    # the common-ai batch adapter: an entry point and an extra, nothing the provider info names
+    assert "[airflow.providers.common.ai.batch_adapters]" in entry_points
+    assert "mka1 = airflow_provider_batches.adapters.common_ai:MKA1BatchAdapter" in entry_points
+    assert "\nProvides-Extra: common-ai\n" in meta
 
 
 def test_airflow_lists_the_provider_and_what_it_registers(installed: Installed) -> None:
@@ -194,6 +200,9 @@ def test_airflow_lists_the_provider_and_what_it_registers(installed: Installed) 
         assert Path(file).is_relative_to(installed.venv.site_packages), (module, file)
         assert not Path(file).is_symlink(), f"{module} is not the wheel's own file"
     assert found["unregistered_decorators"] == []
+    # common-ai is not installed here: the provider registered everything without it, and without
+    # importing its adapter
+    assert (found["common_ai_installed"], found["adapter_imported"]) == (False, False)
 
 
 def test_installed_package_is_typed(installed: Installed) -> None:

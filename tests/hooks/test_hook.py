@@ -281,3 +281,26 @@ def test_the_readmes_json_example_names_every_form_field() -> None:
     example = json.loads(readme[readme.index("{", start) : readme.index("}}'", start) + 2])
     assert set(example["extra"]) == set(CONN_FIELDS)
     assert example["port"] == 443  # what Airflow 3.3.0-3.3.2's Test needs
+
+
+def test_a_hook_from_explicit_settings_talks_to_the_api(emulator) -> None:
+    from tests.conftest import API_KEY as KEY
+
+    hook = MKA1Hook.from_credentials(emulator.base_url, KEY, timeout=7, max_retries=1, on_behalf_of="user-9")
+    settings = hook.settings
+    assert (settings.timeout, settings.retry.max_retries, settings.on_behalf_of) == (7, 1, "user-9")
+    assert settings.conn_id == "explicit settings"
+    assert KEY not in repr(settings) and KEY not in repr(hook)
+    assert hook.test_connection()[0]
+    assert MKA1Hook.from_settings(settings).settings is settings
+
+
+def test_explicit_settings_are_checked_like_a_connection(emulator) -> None:
+    emulator.reset_calls()
+    with pytest.raises(MKA1InvalidInputError, match=r"explicit settings.*timeout"):
+        MKA1Hook.from_credentials(emulator.base_url, "k-123456", timeout=-1)
+    with pytest.raises(MKA1InvalidInputError, match="no API key"):
+        MKA1Hook.from_credentials(emulator.base_url, "")
+    with pytest.raises(MKA1InvalidInputError, match=r"mine.*base URL"):
+        MKA1Hook.from_credentials(f"{emulator.base_url}/x", "k-123456", label="mine")
+    assert emulator.calls() == 0
