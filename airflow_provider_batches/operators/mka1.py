@@ -33,6 +33,7 @@ from airflow_provider_batches.triggers.mka1 import EVENT_TIMEOUT, MKA1BatchTrigg
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 XCOM_BATCH_ID = "batch_id"
 XCOM_ERROR_FILE_ID = "error_file_id"
@@ -158,13 +159,15 @@ class MKA1BatchOperator(BaseOperator):
         self.on_input_change = on_input_change
         # The batch a synchronous wait is on, for on_kill.
         self._waiting_on: str | None = None
+        # The last state of this task's batch, for lineage.
+        self._batch: Batch | None = None
 
     @cached_property
     def hook(self) -> MKA1Hook:
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     def execute(self, context: Context) -> str | None:
-        batch = self._submit_or_attach(context)
+        batch = self._batch = self._submit_or_attach(context)
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch.id)
         if not self.wait_for_completion:
             self.log.info("Batch %s is %s; not waiting for it.", batch.id, describe_batch(batch))
@@ -255,7 +258,35 @@ class MKA1BatchOperator(BaseOperator):
         if line:
             self.log.info("%s", line)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """
+        Lineage, as the official providers give it: inputs the input path and the MKA1 input file,
+        outputs the output and error files, and the ``mka1_batch`` run facet (batch id, endpoint,
+        request counts). Token usage is not in a batch object: read it from the results.
+        """
+        try:
+            from airflow_provider_batches import lineage
+        except ImportError:
+            self.log.debug("OpenLineage is not installed; no lineage.")
+            return None
+        batch, base_url = self._batch, self.hook.settings.base_url
+        inputs = [lineage.path_dataset(self.input_path)] if self.input_path else []
+        input_file_id = batch.input_file_id if batch is not None else self.input_file_id
+        if input_file_id:
+            inputs.append(lineage.file_dataset(base_url, input_file_id))
+        if batch is None:
+            return lineage.lineage(inputs=inputs, outputs=[])
+        files = [f for f in (batch.output_file_id, batch.error_file_id) if f]
+        return lineage.lineage(
+            inputs=inputs,
+            outputs=[lineage.file_dataset(base_url, f) for f in files],
+            batch_ids=[batch.id],
+            endpoint=batch.endpoint,
+            request_counts=batch.request_counts.model_dump(mode="json"),
+        )
+
     def _finish(self, context: Context, batch: Batch) -> str | None:
+        self._batch = batch
         ti = context["ti"]
         ti.xcom_push(key=XCOM_ERROR_FILE_ID, value=batch.error_file_id)
         ti.xcom_push(key=XCOM_REQUEST_COUNTS, value=batch.request_counts.model_dump(mode="json"))
@@ -305,6 +336,7 @@ class MKA1DownloadFileOperator(BaseOperator):
         self.mka1_conn_id = mka1_conn_id
         self.on_behalf_of = on_behalf_of
         self.skip_if_no_file = skip_if_no_file
+        self._written: str | None = None  # where the file went, for lineage
 
     @cached_property
     def hook(self) -> MKA1Hook:
@@ -323,8 +355,21 @@ class MKA1DownloadFileOperator(BaseOperator):
                 raise AirflowSkipException(message)
             raise MKA1InvalidInputError(message)
         result = self.hook.download_file(file_id, self.destination)  # the hook logs the download
+        self._written = str(result.path)
         return {"path": str(result.path), "bytes": result.bytes, "lines": result.lines}
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """Lineage: input the MKA1 file, output the local or object storage path it was written to."""
+        try:
+            from airflow_provider_batches import lineage
+        except ImportError:
+            self.log.debug("OpenLineage is not installed; no lineage.")
+            return None
+        if not self.file_id or self.file_id == "None":
+            return lineage.lineage(inputs=[], outputs=[])
+        inputs = [lineage.file_dataset(self.hook.settings.base_url, self.file_id)]
+        outputs = [lineage.path_dataset(self._written)] if self._written else []
+        return lineage.lineage(inputs=inputs, outputs=outputs)
 
 def __getattr__(name: str) -> Any:
     # MKA1BatchJobOperator lives in its own module; imported from here on first use, as users expect.

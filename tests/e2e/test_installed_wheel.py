@@ -91,6 +91,8 @@ print(json.dumps({
     "unregistered_decorators": [d for d in declared if d not in registered],
     "common_ai_installed": importlib.util.find_spec("airflow.providers.common.ai") is not None,
     "adapter_imported": "airflow_provider_batches.adapters.common_ai" in sys.modules,
+    "openlineage_installed": importlib.util.find_spec("airflow.providers.openlineage") is not None,
+    "lineage_imported": "airflow_provider_batches.lineage" in sys.modules,
 }))
 """
 
@@ -203,6 +205,8 @@ def test_airflow_lists_the_provider_and_what_it_registers(installed: Installed) 
     # common-ai is not installed here: the provider registered everything without it, and without
     # importing its adapter
     assert (found["common_ai_installed"], found["adapter_imported"]) == (False, False)
+    # nor the openlineage provider: the operators imported without it, and without their lineage module
+    assert (found["openlineage_installed"], found["lineage_imported"]) == (False, False)
 
 
 def test_installed_package_is_typed(installed: Installed) -> None:
