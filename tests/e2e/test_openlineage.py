@@ -15,6 +15,16 @@ pytest.importorskip("airflow.providers.openlineage", reason="needs apache-airflo
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module")
+def emulator_session():
+    """An emulator of this module's own: its batches must not lengthen the shared emulator's listings."""
+    from airflow_provider_batches.emulator import run_emulator
+    from tests.conftest import FAST_TIMINGS
+
+    with run_emulator(api_keys=(API_KEY,), **FAST_TIMINGS) as emu:
+        yield emu
+
+
 def _complete_events(path: Path) -> dict[str, dict]:
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {e["job"]["name"].rpartition(".")[2]: e for e in events if e["eventType"] == "COMPLETE"}
