@@ -354,6 +354,7 @@ def explicit_settings(
     backoff_base: float | None = None,
     base_path: str | None = None,
     verify: bool | str | None = None,
+    ca_bundle: str | None = None,
     scheme: str | None = None,
     retry_policy: RetryPolicy | None = None,
     label: str = "explicit settings",
@@ -373,6 +374,7 @@ def explicit_settings(
         "backoff_base": backoff_base,
         "base_path": base_path,
         "verify": verify,
+        "ca_bundle": ca_bundle,
         "scheme": scheme,
     }
     return settings_from_connection(

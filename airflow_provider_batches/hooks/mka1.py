@@ -163,7 +163,7 @@ class MKA1Hook(BaseHook):
         :param api_key: the API key.
         :param options: any keyword of :func:`~airflow_provider_batches.settings.explicit_settings`:
             ``on_behalf_of``, ``timeout``, ``max_retries``, ``backoff_base``, ``base_path``, ``verify``,
-            ``scheme``, ``retry_policy``, ``label``.
+            ``ca_bundle``, ``scheme``, ``retry_policy``, ``label``.
         """
         return cls.from_settings(explicit_settings(host, api_key, **options))
 
