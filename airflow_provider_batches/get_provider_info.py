@@ -164,6 +164,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_batches.triggers.mka1"],
             }
         ],
+        "task-decorators": [
+            {
+                "name": "mka1_batch",
+                "class-name": "airflow_provider_batches.decorators.mka1_batch.mka1_batch_task",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_batches.hooks.mka1.MKA1Hook",

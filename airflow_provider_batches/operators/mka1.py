@@ -371,6 +371,7 @@ class MKA1DownloadFileOperator(BaseOperator):
         outputs = [lineage.path_dataset(self._written)] if self._written else []
         return lineage.lineage(inputs=inputs, outputs=outputs)
 
+
 def __getattr__(name: str) -> Any:
     # MKA1BatchJobOperator lives in its own module; imported from here on first use, as users expect.
     if name == "MKA1BatchJobOperator":

@@ -7,13 +7,14 @@ shared polling policy; success is decided by the one outcome rule.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import Asset, BaseOperator, ObjectStoragePath, conf
 
 from airflow_provider_batches.constants import (
     DEFAULT_CONN_ID,
@@ -48,6 +49,7 @@ from airflow_provider_batches.triggers.mka1_job import MKA1BatchJobTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from pydantic import BaseModel
 
 XCOM_MANIFEST = "manifest"
@@ -100,6 +102,9 @@ class MKA1BatchJobOperator(BaseOperator):
     :param cancel_on_timeout: cancel the unfinished batches when ``timeout`` passes; ``False`` leaves
         them running, and a retry re-attaches and waits again.
     :param scratch_dir: where the job's scratch files go (default: the system's temporary directory).
+    :param results_asset: an ``Asset`` (``Dataset`` on Airflow 2) or its URI: added to the task's
+        ``outlets``, its event's ``extra`` carries the manifest's ``counts``, ``results`` and ``manifest``
+        (the URIs), so that DAGs scheduled on it run on new results.
     """
 
     template_fields: Sequence[str] = (
@@ -145,6 +150,7 @@ class MKA1BatchJobOperator(BaseOperator):
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
         scratch_dir: str | None = None,
+        results_asset: Asset | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -186,6 +192,10 @@ class MKA1BatchJobOperator(BaseOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.scratch_dir = scratch_dir
         self._waiting_on: list[str] = []
+        self.results_asset = Asset(results_asset) if isinstance(results_asset, str) else results_asset
+        if self.results_asset is not None:
+            self.outlets = [*self.outlets, self.results_asset]
+        self._manifest: dict[str, Any] | None = None  # for lineage
 
     @cached_property
     def hook(self) -> MKA1Hook:
@@ -235,14 +245,7 @@ class MKA1BatchJobOperator(BaseOperator):
             resubmit_codes=self.resubmit_codes,
             model=self.model,
             system_prompt=self.system_prompt,
-            request_params={
-                **(
-                    structured_output_params(self.endpoint, self.response_model)
-                    if self.response_model
-                    else {}
-                ),
-                **(self.request_params or {}),
-            },
+            request_params=self.prompt_request_params(),
             metadata=self.metadata,
             max_concurrency=self.max_concurrency,
             response_model=self.response_model,
@@ -262,6 +265,11 @@ class MKA1BatchJobOperator(BaseOperator):
                 round_no += 1
             manifest, counts = job.write(started)
         context["ti"].xcom_push(key=XCOM_MANIFEST, value=manifest)
+        self._manifest = manifest
+        if self.results_asset is not None:
+            # Emitted only if the task succeeds, i.e. within max_failed_ratio.
+            extra = {key: manifest[key] for key in ("counts", "results", "manifest")}
+            context["outlet_events"][self.results_asset].extra.update(extra)
         self.log.info(
             "Job done: %d of %d requests answered over %d rounds; results in %s.",
             counts.succeeded,
@@ -271,6 +279,42 @@ class MKA1BatchJobOperator(BaseOperator):
         )
         self._check_outcome(key, counts, manifest["results"])
         return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """
+        Lineage: input the requests file (when ``requests`` is a path), output the results file, and
+        the ``mka1_batch`` run facet: every batch of every round, the request counts, the token usage.
+        """
+        try:
+            from airflow_provider_batches import lineage
+        except ImportError:
+            self.log.debug("OpenLineage is not installed; no lineage.")
+            return None
+        is_path = isinstance(self.requests, (str, os.PathLike, ObjectStoragePath))
+        inputs = [lineage.path_dataset(self.requests)] if is_path else []
+        manifest = self._manifest
+        if manifest is None:
+            return lineage.lineage(inputs=inputs, outputs=[])
+        counts = manifest["counts"]
+        return lineage.lineage(
+            inputs=inputs,
+            outputs=[lineage.path_dataset(manifest["results"])],
+            batch_ids=[batch_id for round_ids in manifest["batches"] for batch_id in round_ids],
+            endpoint=self.endpoint,
+            request_counts={
+                "total": counts["requests"],
+                "completed": counts["succeeded"],
+                "failed": counts["requests"] - counts["succeeded"],
+            },
+            usage=manifest["usage"],
+        )
+
+    def prompt_request_params(self) -> dict[str, Any]:
+        """The body fields every prompt-string request gets: structured output's, then ``request_params``."""
+        structured = (
+            structured_output_params(self.endpoint, self.response_model) if self.response_model else {}
+        )
+        return {**structured, **(self.request_params or {})}
 
     def _wait(
         self, batches: dict[int, Batch], round_no: int, deadline: float | None, started: float

@@ -88,6 +88,7 @@ registered = ProvidersManager().taskflow_decorators
 print(json.dumps({
     "outputs": outputs,
     "files": {m: importlib.import_module(m).__file__ for m in asked["modules"]},
+    "declared_decorators": declared,
     "unregistered_decorators": [d for d in declared if d not in registered],
     "common_ai_installed": importlib.util.find_spec("airflow.providers.common.ai") is not None,
     "adapter_imported": "airflow_provider_batches.adapters.common_ai" in sys.modules,
@@ -201,6 +202,7 @@ def test_airflow_lists_the_provider_and_what_it_registers(installed: Installed) 
     for module, file in found["files"].items():
         assert Path(file).is_relative_to(installed.venv.site_packages), (module, file)
         assert not Path(file).is_symlink(), f"{module} is not the wheel's own file"
+    assert found["declared_decorators"] == ["mka1_batch"]
     assert found["unregistered_decorators"] == []
     # common-ai is not installed here: the provider registered everything without it, and without
     # importing its adapter
