@@ -100,6 +100,10 @@ def home(emulator_session, tmp_path_factory) -> Iterator[AirflowHome]:
     home = AirflowHome(path, env)
     migrated = home.run("db", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
+    # What the DAG processor does: register the DAGs and their assets (Airflow 2's `dags test` does not,
+    # and a dataset unknown to the database gets no event)
+    reserialized = home.run("dags", "reserialize")
+    assert reserialized.returncode == 0, reserialized.stderr[-3000:]
     yield home
 
 
