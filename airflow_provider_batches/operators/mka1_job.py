@@ -224,7 +224,8 @@ class MKA1BatchJobOperator(BaseOperator):
             error = event.get("error")
             message = str(event.get("message") or f"Unexpected event from MKA1BatchJobTrigger: {event!r}")
             raise error_from_event(error, message) if isinstance(error, dict) else MKA1Error(message)
-        return self._run(context, deadline, started or time.time())
+        deadline = event.get("deadline", deadline)
+        return self._run(context, deadline, event.get("started") or started or time.time())
 
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._waiting_on:
@@ -333,6 +334,7 @@ class MKA1BatchJobOperator(BaseOperator):
                     error_budget=self.error_budget,
                     stall_timeout=self.stall_timeout,
                     cancel_on_kill=self.cancel_on_kill,
+                    started=started,
                 ),
                 method_name="execute_complete",
                 kwargs={"deadline": deadline, "started": started},

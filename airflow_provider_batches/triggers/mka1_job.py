@@ -46,6 +46,8 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
     :param error_budget: consecutive transient errors tolerated per batch.
     :param stall_timeout: cancel a running batch whose counts have not moved for this many seconds.
     :param cancel_on_kill: cancel every unfinished batch when a user kills the deferred task (3.3+).
+    :param started: when the job started, in Unix seconds; echoed in the event with ``deadline``, because
+        ``airflow dags test`` (3.3) resumes the task without the kwargs it deferred with.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
         error_budget: int = DEFAULT_ERROR_BUDGET,
         stall_timeout: float | None = None,
         cancel_on_kill: bool = True,
+        started: float | None = None,
     ) -> None:
         super().__init__(mka1_conn_id=mka1_conn_id, on_behalf_of=on_behalf_of)
         self.batch_ids = list(batch_ids)
@@ -71,6 +74,7 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
         self.error_budget = error_budget
         self.stall_timeout = stall_timeout
         self.cancel_on_kill = cancel_on_kill
+        self.started = started
         self._wait: JobWait | None = None
         self.trigger_kwargs.update(
             batch_ids=self.batch_ids,
@@ -81,6 +85,7 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
             error_budget=error_budget,
             stall_timeout=stall_timeout,
             cancel_on_kill=cancel_on_kill,
+            started=started,
         )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
@@ -164,6 +169,8 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
                 },
                 "stalled": sorted(stalled),
                 "message": message,
+                "deadline": self.deadline,
+                "started": self.started,
                 **extra,
             }
         )

@@ -76,6 +76,17 @@ def test_a_triggerer_restart_keeps_the_deadline_and_the_batches(emulator, mka1_c
     assert emulator.calls(method="POST", path=CANCELS) == 0  # a restart is not a kill
 
 
+def test_the_event_carries_the_jobs_start_and_deadline(emulator, mka1_conn, tmp_path) -> None:
+    # `airflow dags test` (3.3) resumes a deferred task without the kwargs it deferred with.
+    batch = submit_batch(tmp_path, count=2)
+    deadline, started = time.time() + 60, time.time() - 5
+    trigger = MKA1BatchJobTrigger(batch_ids=[batch.id], deadline=deadline, started=started, **FAST)
+
+    events = asyncio.run(run_trigger(_rebuild(trigger)))
+
+    assert events[0].payload["deadline"] == deadline and events[0].payload["started"] == started
+
+
 def test_a_stalled_batch_is_cancelled_and_the_wait_goes_on(emulator, mka1_conn, tmp_path) -> None:
     batch = submit_batch(tmp_path, count=3)
     # Its counts do not move while it validates (0.2 s): longer than stall_timeout, so it is cancelled.
