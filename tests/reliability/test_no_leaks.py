@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 import requests
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_batches.emulator import run_emulator
 from tests.conftest import FAST_TIMINGS, connection_json
-from tests.e2e.conftest import REPO, AirflowHome, airflow_env
+from tests.e2e.conftest import REPO, AirflowHome, airflow_env, without_airflow_30_mask_requests
 from tests.reliability.support import LONG, find_secret
 
 pytestmark = pytest.mark.e2e
@@ -161,17 +160,8 @@ def test_no_key_in_xcoms_triggers_or_rendered_fields(leak_run) -> None:
             assert find_secret(secret, text) is None, f"a key is in the {table} table"
 
 
-def _without_airflow_30_mask_requests(output: str) -> str:
-    # Airflow 3.0's in-process supervisor (what `dags test` runs) logs every message a task sends it at
-    # debug level, MaskSecret included, so the very call that masks a secret prints it: Airflow's own
-    # connection lookup does it for every password. 3.1 and later do not; this drops only those lines.
-    if AIRFLOW_V_3_1_PLUS or not AIRFLOW_V_3_0_PLUS:
-        return output
-    return "\n".join(line for line in output.splitlines() if "msg=MaskSecret(" not in line)
-
-
 def test_no_key_in_what_the_commands_printed(leak_run) -> None:
     for name, run in leak_run["runs"].items():
-        output = _without_airflow_30_mask_requests(run.stdout + run.stderr)
+        output = without_airflow_30_mask_requests(run.stdout + run.stderr)
         for secret in SECRETS:
             assert find_secret(secret, output) is None, f"a key is in the output of {name}"
