@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import time
@@ -237,3 +238,53 @@ def make_context(
     run_id = run_id or f"manual__{uuid.uuid4().hex}"
     ti = RecordingTaskInstance(dag_id, run_id, task_id, map_index)
     return {"ti": ti, "task_instance": ti, "run_id": run_id}
+
+
+class Logs:
+    """What the code under test logged: stdlib records (Airflow 2) and structlog events (Airflow 3)."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture, events: list[dict[str, object]]) -> None:
+        self._caplog = caplog
+        self._events = events
+
+    @property
+    def messages(self) -> list[str]:
+        # A record can reach caplog's handler twice (root and airflow.task): count it once.
+        unique = {id(r): r for r in self._caplog.records}.values()
+        records = [r.getMessage() + (r.exc_text or "") for r in unique]
+        return records + [f"{e.get('event')}{e.get('exception', '')}" for e in self._events]
+
+
+@pytest.fixture
+def hook_logs(caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
+    """
+    Every log line at DEBUG and above. Airflow 3's hooks and triggers log through structlog, which caplog
+    misses.
+    """
+    caplog.set_level(logging.DEBUG)
+    # Airflow 2's task loggers do not propagate to the root logger that caplog listens to.
+    task_logger = logging.getLogger("airflow.task")
+    saved_level = task_logger.level
+    task_logger.addHandler(caplog.handler)
+    task_logger.setLevel(logging.DEBUG)
+    try:
+        yield from _structlog_events(caplog)
+    finally:
+        task_logger.removeHandler(caplog.handler)
+        task_logger.setLevel(saved_level)
+
+
+def _structlog_events(caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
+    try:
+        import structlog
+        from structlog.testing import capture_logs
+    except ImportError:
+        yield Logs(caplog, [])
+        return
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as events:
+            yield Logs(caplog, events)
+    finally:
+        structlog.configure(**saved)

@@ -108,6 +108,53 @@ class MKA1BaseTrigger(BaseTrigger):
         """The trigger's events (one, for a wait)."""
         raise NotImplementedError
 
+    async def kill_is_real(self, what: str) -> bool:
+        """
+        Whether ``on_kill`` should stop ``what`` (e.g. ``"batch b_1"``): only if the task instance is
+        really no longer deferred.
+
+        Airflow 3.3 awaits ``on_kill`` after a user marks the deferred task failed or success or clears
+        it, but also when a triggerer that missed its heartbeats catches up and drops the triggers
+        another triggerer has taken over: the task is then still deferred, on the other copy, and
+        ``what`` must go on. So the task instance's state is asked of the API server (through the
+        triggerer's supervisor, as Amazon's and Google's ``safe_to_cancel`` do): ``deferred`` is a
+        hand-over and returns ``False``; any other state, or a task instance that no longer exists,
+        is a kill and returns ``True``.
+
+        When the state cannot be read (no task instance on the trigger, no supervisor, the API server
+        unreachable), this returns ``False`` and logs a warning naming ``what``: a batch left running
+        after a kill costs at most what its run costs and can still be cancelled by hand, while a
+        batch cancelled by mistake in a hand-over is work lost for good and a failed task.
+
+        :param what: what would be stopped, for the log lines.
+        """
+        ti = self.task_instance
+        try:
+            if ti is None:
+                raise LookupError("the trigger has no task instance")
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            # A sync call through the supervisor's comms; a thread keeps it off the event loop.
+            states = await asyncio.to_thread(
+                RuntimeTaskInstance.get_task_states,
+                dag_id=ti.dag_id,
+                task_ids=[ti.task_id],
+                run_ids=[ti.run_id],
+                map_index=ti.map_index,
+            )
+        except Exception as exc:
+            self.log.warning(
+                "Task killed or handed over, its state unreadable (%s); %s left running.", exc, what
+            )
+            return False
+        # The API's key for a mapped task instance carries its map index.
+        key = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
+        state = states.get(ti.run_id, {}).get(key)
+        if state == "deferred":
+            self.log.info("Trigger handed over, the task is still deferred; %s left running.", what)
+            return False
+        return True
+
 
 class MKA1BatchTrigger(MKA1BaseTrigger):
     """
@@ -213,19 +260,23 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
         """
         Cancel the batch when a user kills the deferred task (Airflow 3.3+).
 
-        The triggerer cancels ``run()`` in two different situations. When a user marks the deferred task
+        The triggerer cancels ``run()`` in several situations. When a user marks the deferred task
         failed or success, or clears it, Airflow 3.3+ cancels ``run()`` with a "user action" message and
         then awaits this method: the batch is no longer wanted and is cancelled (if ``cancel_on_kill``).
-        When the triggerer shuts down, restarts or hands the trigger to another triggerer, ``run()`` is
-        cancelled too but this method is not called: the batch must go on, because the same trigger is
-        rebuilt from its kwargs elsewhere and keeps waiting. That is why the cancel lives here and never
-        in ``run()``'s cancellation path or in ``cleanup()``, which run in both situations. Airflow
-        before 3.3 never calls this method, so killing a deferred task there leaves the batch running.
+        When the triggerer shuts down or restarts, ``run()`` is cancelled but this method is not called.
+        When a triggerer that missed its heartbeats catches up after another took its triggers over,
+        Airflow 3.3 calls this method too, though the task still waits on the other copy: so the batch
+        is cancelled only if :meth:`~MKA1BaseTrigger.kill_is_real` says the task is no longer deferred.
+        The cancel never lives in ``run()``'s cancellation path or in ``cleanup()``, which run in every
+        situation. Airflow before 3.3 never calls this method, so killing a deferred task there leaves
+        the batch running.
         """
         if not self.cancel_on_kill:
             self.log.info("Task killed; batch %s left running (cancel_on_kill=False).", self.batch_id)
             return
         if self._last_batch is not None and self._last_batch.is_terminal:
+            return
+        if not await self.kill_is_real(f"batch {self.batch_id}"):
             return
         self.log.info("Task killed; cancelling batch %s.", self.batch_id)
         try:

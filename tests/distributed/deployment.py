@@ -34,8 +34,8 @@ FAILOVER_SETTINGS = {
     # A triggerer heartbeats every second (default 5); it counts as dead after 30 s without one (the
     # default, kept on purpose): a triggerer's first trigger builds its in-process execution API, which
     # held up its heartbeat for 20-27 s on a loaded 2-core machine. A lower threshold then hands the
-    # triggers of a live triggerer to the other, and Airflow 3.3.2 tells the trigger it leaves behind that
-    # its task was killed (on_kill), which cancels the batch (see the README, "Supported deployments").
+    # triggers of a live triggerer to the other needlessly (Airflow 3.3.2 then calls on_kill on the copy
+    # left behind, which leaves the batch running: see the README, "Supported deployments").
     "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
     "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "30",
     # Each triggerer claims at most 4 new triggers a loop (default 50), which spreads 21 triggers over both.

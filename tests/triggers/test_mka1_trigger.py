@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import time
+import uuid
 
 import pytest
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
@@ -237,38 +238,156 @@ async def test_a_deadline_already_passed_still_polls_once(emulator, mka1_conn, t
     assert event.payload["status"] == "success"
 
 
-@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the triggerer calls on_kill from Airflow 3.3")
-@pytest.mark.parametrize("cancel_on_kill", [True, False])
+class SupervisorComms:
+    """
+    The triggerer's supervisor, for ``RuntimeTaskInstance.get_task_states`` only: it answers with the
+    states the API server would hold (the real one needs a running triggerer and API server).
+    """
+
+    def __init__(self, task_states: dict[str, dict[str, str | None]] | Exception) -> None:
+        self.task_states = task_states
+        self.asked: list[object] = []
+
+    def send(self, msg: object) -> object:
+        from airflow.sdk.execution_time.comms import GetTaskStates, MaskSecret, TaskStatesResult
+
+        if isinstance(msg, MaskSecret):  # the SDK masks the API key through the supervisor too
+            return None
+        assert isinstance(msg, GetTaskStates), msg
+        self.asked.append(msg)
+        if isinstance(self.task_states, Exception):
+            raise self.task_states
+        return TaskStatesResult(task_states=self.task_states)
+
+
+def deferred_on(trigger: MKA1BatchTrigger, *, map_index: int = -1) -> MKA1BatchTrigger:
+    """Give ``trigger`` the task instance the triggerer sets on it: ``wait``, map index 3, in ``run_1``."""
+    from airflow.executors.workloads.task import TaskInstanceDTO
+
+    trigger.task_instance = TaskInstanceDTO(  # type: ignore[assignment]
+        id=uuid.uuid4(),
+        dag_id="mka1_dag",
+        task_id="wait",
+        run_id="run_1",
+        try_number=1,
+        map_index=map_index,
+        dag_version_id=uuid.uuid4(),
+        pool_slots=1,
+        priority_weight=1,
+    )
+    return trigger
+
+
+@pytest.fixture
+def supervisor(monkeypatch):
+    """Install the supervisor's answers: ``supervisor({"run_1": {"wait_3": "failed"}})``."""
+
+    def install(task_states: dict[str, dict[str, str | None]] | Exception) -> SupervisorComms:
+        from airflow.sdk.execution_time import task_runner
+
+        comms = SupervisorComms(task_states)
+        monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+        return comms
+
+    return install
+
+
+needs_on_kill = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the triggerer calls on_kill from 3.3")
+
+
+# The states a user's action leaves: marked failed or success, cleared (None), the run deleted ({}).
+@needs_on_kill
+@pytest.mark.parametrize("task_states", [{"wait_3": "failed"}, {"wait_3": "success"}, {"wait_3": None}, {}])
 async def test_user_killing_the_deferred_task_cancels_the_batch(
-    emulator, mka1_conn, tmp_path, cancel_on_kill
+    emulator, mka1_conn, tmp_path, supervisor, task_states
 ) -> None:
     batch = submit_batch(tmp_path, 2000)
-    trigger = MKA1BatchTrigger(batch_id=batch.id, cancel_on_kill=cancel_on_kill, **FAST)
+    comms = supervisor({"run_1": task_states})
+    trigger = deferred_on(MKA1BatchTrigger(batch_id=batch.id, **FAST), map_index=3)
 
     running = start_like_triggerer(trigger)
     await polled(emulator, at_least=2)
     await stop(running, user_action=True)
 
-    status = MKA1Hook().get_batch(batch.id).status
-    cancels = emulator.calls(method="POST", path="/api/v1/llm/batches/*/cancel")
-    if cancel_on_kill:
-        assert status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
-        assert cancels == 1
-    else:
-        assert status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
-        assert cancels == 0
-        MKA1Hook().cancel_batch(batch.id)
+    assert MKA1Hook().get_batch(batch.id).status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
+    assert emulator.calls(method="POST", path="/api/v1/llm/batches/*/cancel") == 1
+    (asked,) = comms.asked
+    assert (asked.dag_id, asked.task_ids, asked.run_ids) == ("mka1_dag", ["wait"], ["run_1"])
+    assert asked.map_index == 3
 
 
-async def test_on_kill_cancels_the_batch(emulator, mka1_conn, tmp_path) -> None:
-    """The hook itself, as any Airflow that calls it would: the batch is cancelled, without blocking."""
+@needs_on_kill
+async def test_a_trigger_handed_over_while_the_task_is_still_deferred_leaves_the_batch_running(
+    emulator, mka1_conn, tmp_path, supervisor, hook_logs
+) -> None:
+    """What a triggerer that missed its heartbeats does once it catches up: on_kill on a live task."""
+    batch = submit_batch(tmp_path, 2000)
+    supervisor({"run_1": {"wait": "deferred"}})
+    trigger = deferred_on(MKA1BatchTrigger(batch_id=batch.id, **FAST))
+
+    running = start_like_triggerer(trigger)
+    await polled(emulator, at_least=2)
+    await stop(running, user_action=True)
+
+    assert MKA1Hook().get_batch(batch.id).status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+    assert emulator.calls(method="POST", path="/api/v1/llm/batches/*/cancel") == 0
+    handed_over = f"Trigger handed over, the task is still deferred; batch {batch.id} left running."
+    assert handed_over in hook_logs.messages
+    MKA1Hook().cancel_batch(batch.id)
+
+
+@needs_on_kill
+async def test_cancel_on_kill_false_leaves_the_batch_running_without_asking(
+    emulator, mka1_conn, tmp_path, supervisor
+) -> None:
+    batch = submit_batch(tmp_path, 2000)
+    comms = supervisor({"run_1": {"wait": "failed"}})
+    trigger = deferred_on(MKA1BatchTrigger(batch_id=batch.id, cancel_on_kill=False, **FAST))
+
+    running = start_like_triggerer(trigger)
+    await polled(emulator, at_least=2)
+    await stop(running, user_action=True)
+
+    assert MKA1Hook().get_batch(batch.id).status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+    assert emulator.calls(method="POST", path="/api/v1/llm/batches/*/cancel") == 0
+    assert comms.asked == []
+    MKA1Hook().cancel_batch(batch.id)
+
+
+async def test_on_kill_leaves_the_batch_running_when_the_task_state_cannot_be_read(
+    emulator, mka1_conn, tmp_path, hook_logs
+) -> None:
+    """No task instance on the trigger (nor, before Airflow 3, a way to ask): the safe side, and a warning."""
     batch = submit_batch(tmp_path, 2000)
     trigger = MKA1BatchTrigger(batch_id=batch.id, **FAST)
     try:
         await trigger.on_kill()
     finally:
         await close_async_sessions()
-    assert wait_for(batch.id).status == BatchStatus.CANCELLED
+    assert MKA1Hook().get_batch(batch.id).status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+    assert emulator.calls(method="POST", path="/api/v1/llm/batches/*/cancel") == 0
+    assert any(
+        m.startswith("Task killed or handed over, its state unreadable (the trigger has no task instance)")
+        and m.endswith(f"batch {batch.id} left running.")
+        for m in hook_logs.messages
+    )
+    MKA1Hook().cancel_batch(batch.id)
+
+
+@needs_on_kill
+async def test_on_kill_leaves_the_batch_running_when_the_api_server_does_not_answer(
+    emulator, mka1_conn, tmp_path, supervisor, hook_logs
+) -> None:
+    batch = submit_batch(tmp_path, 2000)
+    supervisor(ConnectionError("API server unreachable"))
+    trigger = deferred_on(MKA1BatchTrigger(batch_id=batch.id, **FAST))
+    try:
+        await trigger.on_kill()
+    finally:
+        await close_async_sessions()
+    assert MKA1Hook().get_batch(batch.id).status in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+    assert any("state unreadable (API server unreachable)" in m for m in hook_logs.messages)
+    MKA1Hook().cancel_batch(batch.id)
 
 
 # -- the event loop -------------------------------------------------------------------------------
