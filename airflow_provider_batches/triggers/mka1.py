@@ -278,8 +278,13 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
             return
         if not await self.kill_is_real(f"batch {self.batch_id}"):
             return
-        self.log.info("Task killed; cancelling batch %s.", self.batch_id)
         try:
+            # A copy left behind in a hand-over is told late: the other copy's event may have ended the
+            # wait, and the task, already; a terminal batch has nothing to cancel.
+            if (batch := await self.hook.aget_batch(self.batch_id)).is_terminal:
+                self.log.info("Task no longer deferred; batch %s already %s.", batch.id, batch.status)
+                return
+            self.log.info("Task killed; cancelling batch %s.", self.batch_id)
             batch = await self.hook.acancel_batch(self.batch_id)
         except MKA1Error as exc:
             self.log.warning("Could not cancel batch %s: %s", self.batch_id, exc)

@@ -307,14 +307,26 @@ def test_a_frozen_triggerer_s_triggers_are_handed_over_without_cancelling(deploy
     finally:
         deployment.components[frozen].thaw()
     time.sleep(10)  # the thawed triggerer's next loop drops the triggers it no longer holds
-    cancels = emu.calls("POST", f"{API}/batches/*/cancel") - cancels_before
-    report(
-        f"triggerer freeze: SIGSTOP {frozen} holding {len(theirs)} of {HANDOVER_BATCHES} triggers; the other "
-        f"took them over {taken:.1f} s later; after SIGCONT, {cancels} batch(es) cancelled"
-    )
     emu.advance_clock(LINES + 30)
     state = wait_for(
         "the handover run to finish", lambda: run_state(deployment, HANDOVER, run_id), timeout=240
+    )
+    # The thawed triggerer may drop its copies only after the run ended (18 s after SIGCONT, once): count
+    # the cancels once every copy it logged has ended.
+    frozen_job = next(job for job, name in jobs.items() if name == frozen)
+    run_logs = deployment.home / "logs" / f"dag_id={HANDOVER}" / f"run_id={run_id}"
+    copies = list(run_logs.glob(f"**/*.trigger.{frozen_job}.log"))
+    wait_for(
+        f"{frozen}'s copies of the triggers to end",
+        lambda: all('"trigger completed"' in p.read_text(errors="replace") for p in copies),
+        timeout=120,
+        interval=1,
+    )
+    cancels = emu.calls("POST", f"{API}/batches/*/cancel") - cancels_before
+    report(
+        f"triggerer freeze: SIGSTOP {frozen} holding {len(theirs)} of {HANDOVER_BATCHES} triggers; the other "
+        f"took them over {taken:.1f} s later; after SIGCONT, {len(copies)} copies left behind ended, "
+        f"{cancels} batch(es) cancelled"
     )
     if cancels:
         raise BatchesCancelledOnHandOver(
