@@ -337,6 +337,22 @@ async def test_a_trigger_handed_over_while_the_task_is_still_deferred_leaves_the
 
 
 @needs_on_kill
+async def test_a_copy_told_after_the_task_resumed_does_not_cancel_a_finished_batch(
+    emulator, mka1_conn, tmp_path, supervisor, hook_logs
+) -> None:
+    """The copy left behind in a hand-over, told after the other copy's event ended the task."""
+    batch = wait_for(submit_batch(tmp_path, 2).id)
+    supervisor({"run_1": {"wait": "success"}})
+    trigger = deferred_on(MKA1BatchTrigger(batch_id=batch.id, **FAST))
+    try:
+        await trigger.on_kill()
+    finally:
+        await close_async_sessions()
+    assert emulator.calls(method="POST", path="/api/v1/llm/batches/*/cancel") == 0
+    assert f"Task no longer deferred; batch {batch.id} already completed." in hook_logs.messages
+
+
+@needs_on_kill
 async def test_cancel_on_kill_false_leaves_the_batch_running_without_asking(
     emulator, mka1_conn, tmp_path, supervisor
 ) -> None:
