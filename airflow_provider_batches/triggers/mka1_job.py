@@ -9,6 +9,7 @@ stalled batches, and fires once when every batch is terminal. It never decides t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -138,14 +139,24 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
             self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
 
     async def on_kill(self) -> None:
-        """Cancel every unfinished batch of the round when a user kills the deferred task (3.3+)."""
+        """
+        Cancel every unfinished batch of the round when a user kills the deferred task (3.3+): only if
+        :meth:`~airflow_provider_batches.triggers.mka1.MKA1BaseTrigger.kill_is_real` says the task is no
+        longer deferred (not a hand-over to another triggerer), and only batches still not terminal
+        when read again (a copy left behind is told late).
+        """
         if not self.cancel_on_kill:
             return
         known = self._wait.batches if self._wait is not None else dict.fromkeys(self.batch_ids)
+        unfinished = [b for b, batch in known.items() if batch is None or not batch.is_terminal]
+        if not unfinished or not await self.kill_is_real(f"the batches of round {self.round_no}"):
+            return
         try:
-            for batch_id, batch in known.items():
-                if batch is None or not batch.is_terminal:
-                    await self._cancel(batch_id, "the task was killed")
+            for batch_id in unfinished:
+                with contextlib.suppress(MKA1Error):
+                    if (await self.hook.aget_batch(batch_id)).is_terminal:
+                        continue
+                await self._cancel(batch_id, "the task was killed")
         finally:
             await self.hook.aclose()
 

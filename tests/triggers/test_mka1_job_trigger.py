@@ -14,6 +14,7 @@ from airflow_provider_batches.jobs.waiting import JobWait
 from airflow_provider_batches.triggers.mka1_job import MKA1BatchJobTrigger
 from tests.conftest import make_batch, run_trigger, submit_batch
 from tests.jobs.conftest import emulator_session  # noqa: F401 (the job tests' own emulator)
+from tests.triggers.conftest import deferred_on, needs_on_kill
 
 CANCELS = "/api/v1/llm/batches/*/cancel"
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
@@ -112,9 +113,11 @@ def test_a_permanent_error_ends_the_wait_with_its_class(emulator, mka1_conn, tmp
     assert event["status"] == "error" and event["error"]["status_code"] == 404
 
 
-def test_on_kill_cancels_the_unfinished_batches(emulator, mka1_conn, tmp_path) -> None:
+@needs_on_kill
+def test_on_kill_cancels_the_unfinished_batches(emulator, mka1_conn, tmp_path, supervisor) -> None:
     slow, done = submit_batch(tmp_path, count=2000), submit_batch(tmp_path, count=1)
-    trigger = MKA1BatchJobTrigger(batch_ids=[slow.id, done.id], **FAST)
+    supervisor({"run_1": {"wait": "failed"}})
+    trigger = deferred_on(MKA1BatchJobTrigger(batch_ids=[slow.id, done.id], **FAST))
 
     async def scenario() -> None:
         try:
@@ -125,6 +128,29 @@ def test_on_kill_cancels_the_unfinished_batches(emulator, mka1_conn, tmp_path) -
 
     asyncio.run(scenario())
     assert emulator.calls(method="POST", path=CANCELS) == 1
+
+
+@needs_on_kill
+def test_on_kill_of_a_trigger_handed_over_cancels_nothing(
+    emulator, mka1_conn, tmp_path, supervisor, hook_logs
+) -> None:
+    slow = submit_batch(tmp_path, count=2000)
+    supervisor({"run_1": {"wait": "deferred"}})
+    trigger = deferred_on(MKA1BatchJobTrigger(batch_ids=[slow.id], round_no=2, **FAST))
+
+    async def scenario() -> None:
+        try:
+            await _run_then_cancel(trigger, 0.5)
+            await trigger.on_kill()
+        finally:
+            await close_async_sessions()
+
+    asyncio.run(scenario())
+    assert emulator.calls(method="POST", path=CANCELS) == 0
+    assert (
+        "Trigger handed over, the task is still deferred; the batches of round 2 left running."
+        in hook_logs.messages
+    )
 
 
 def test_the_policy_polls_each_batch_at_its_own_pace_and_reports_stalls() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import json
 import time
-import uuid
 
 import pytest
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_3_PLUS
@@ -20,6 +19,7 @@ from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import check_batch_outcome
 from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger, batch_from_event
 from tests.conftest import API_KEY, connection_json, run_trigger, submit_batch, wait_for
+from tests.triggers.conftest import deferred_on, needs_on_kill
 
 BATCHES = "/api/v1/llm/batches/*"
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.3}
@@ -236,63 +236,6 @@ async def test_a_deadline_already_passed_still_polls_once(emulator, mka1_conn, t
     (event,) = await run_trigger(trigger)
 
     assert event.payload["status"] == "success"
-
-
-class SupervisorComms:
-    """
-    The triggerer's supervisor, for ``RuntimeTaskInstance.get_task_states`` only: it answers with the
-    states the API server would hold (the real one needs a running triggerer and API server).
-    """
-
-    def __init__(self, task_states: dict[str, dict[str, str | None]] | Exception) -> None:
-        self.task_states = task_states
-        self.asked: list[object] = []
-
-    def send(self, msg: object) -> object:
-        from airflow.sdk.execution_time.comms import GetTaskStates, MaskSecret, TaskStatesResult
-
-        if isinstance(msg, MaskSecret):  # the SDK masks the API key through the supervisor too
-            return None
-        assert isinstance(msg, GetTaskStates), msg
-        self.asked.append(msg)
-        if isinstance(self.task_states, Exception):
-            raise self.task_states
-        return TaskStatesResult(task_states=self.task_states)
-
-
-def deferred_on(trigger: MKA1BatchTrigger, *, map_index: int = -1) -> MKA1BatchTrigger:
-    """Give ``trigger`` the task instance the triggerer sets on it: ``wait``, map index 3, in ``run_1``."""
-    from airflow.executors.workloads.task import TaskInstanceDTO
-
-    trigger.task_instance = TaskInstanceDTO(  # type: ignore[assignment]
-        id=uuid.uuid4(),
-        dag_id="mka1_dag",
-        task_id="wait",
-        run_id="run_1",
-        try_number=1,
-        map_index=map_index,
-        dag_version_id=uuid.uuid4(),
-        pool_slots=1,
-        priority_weight=1,
-    )
-    return trigger
-
-
-@pytest.fixture
-def supervisor(monkeypatch):
-    """Install the supervisor's answers: ``supervisor({"run_1": {"wait_3": "failed"}})``."""
-
-    def install(task_states: dict[str, dict[str, str | None]] | Exception) -> SupervisorComms:
-        from airflow.sdk.execution_time import task_runner
-
-        comms = SupervisorComms(task_states)
-        monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
-        return comms
-
-    return install
-
-
-needs_on_kill = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the triggerer calls on_kill from 3.3")
 
 
 # The states a user's action leaves: marked failed or success, cleared (None), the run deleted ({}).
