@@ -114,21 +114,7 @@ def _bad(conn_id: str | None, what: str) -> MKA1InvalidInputError:
     )
 
 
-def _positive_number(conn_id: str | None, name: str, value: Any, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number <= 0:
-        raise _bad(conn_id, f"extra {name} must be a positive number of seconds, got {shown(value)}.")
-    return number
-
-
-def _rate(conn_id: str | None, value: Any) -> float | None:
+def _positive(conn_id: str | None, name: str, value: Any, what: str) -> float | None:
     if value is None:
         return None
     try:
@@ -138,8 +124,17 @@ def _rate(conn_id: str | None, value: Any) -> float | None:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number) or number <= 0:
-        raise _bad(conn_id, f"extra max_requests_per_second must be a positive number, got {shown(value)}.")
+        raise _bad(conn_id, f"extra {name} must be {what}, got {shown(value)}.")
     return number
+
+
+def _positive_number(conn_id: str | None, name: str, value: Any, default: float) -> float:
+    number = _positive(conn_id, name, value, "a positive number of seconds")
+    return default if number is None else number
+
+
+def _rate(conn_id: str | None, value: Any) -> float | None:
+    return _positive(conn_id, "max_requests_per_second", value, "a positive number")
 
 
 def _retries(conn_id: str | None, value: Any) -> int:
