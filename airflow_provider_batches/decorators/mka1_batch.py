@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     SET_DURING_EXECUTION,
@@ -55,7 +55,7 @@ class MKA1BatchDecoratedOperator(DecoratedOperator, MKA1BatchJobOperator):
         for f in (*DecoratedOperator.template_fields, *MKA1BatchJobOperator.template_fields)
         if f != "requests"
     )
-    template_fields_renderers: ClassVar[dict[str, str]] = {
+    template_fields_renderers = {
         **DecoratedOperator.template_fields_renderers,
         **MKA1BatchJobOperator.template_fields_renderers,
     }

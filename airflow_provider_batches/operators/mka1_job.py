@@ -153,6 +153,10 @@ class MKA1BatchJobOperator(BaseOperator):
         results_asset: Asset | str | None = None,
         **kwargs: Any,
     ) -> None:
+        results_asset = Asset(results_asset) if isinstance(results_asset, str) else results_asset
+        if results_asset is not None:
+            outlets = kwargs.get("outlets") or []
+            kwargs["outlets"] = [*(outlets if isinstance(outlets, list) else [outlets]), results_asset]
         super().__init__(**kwargs)
         check_limits(max_requests_per_batch, max_bytes_per_batch)
         if isinstance(resubmit_rounds, bool) or not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
@@ -192,9 +196,7 @@ class MKA1BatchJobOperator(BaseOperator):
         self.cancel_on_timeout = cancel_on_timeout
         self.scratch_dir = scratch_dir
         self._waiting_on: list[str] = []
-        self.results_asset = Asset(results_asset) if isinstance(results_asset, str) else results_asset
-        if self.results_asset is not None:
-            self.outlets = [*self.outlets, self.results_asset]
+        self.results_asset = results_asset
         self._manifest: dict[str, Any] | None = None  # for lineage
 
     @cached_property
