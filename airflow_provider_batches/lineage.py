@@ -24,10 +24,10 @@ class MKA1BatchRunFacet(RunFacet):
     """
     What one task did on the MKA1 Batch API.
 
-    :param batch_ids: the batches the task created or attached to.
-    :param endpoint: the API every request line called.
-    :param request_counts: ``total``, ``completed`` and ``failed`` (summed over ``batch_ids``).
-    :param usage: token counts summed over the results (``input_tokens``, ``output_tokens``), when read.
+    :ivar batch_ids: the batches the task created or attached to.
+    :ivar endpoint: the API every request line called.
+    :ivar request_counts: ``total``, ``completed`` and ``failed`` (summed over ``batch_ids``).
+    :ivar usage: token counts summed over the results (``input_tokens``, ``output_tokens``), when read.
     """
 
     batch_ids: list[str]

@@ -72,7 +72,7 @@ class ClientSettings:
     max_requests_per_second: float | None = None
 
     def url(self, path: str) -> str:
-        """The full URL of ``path`` (from :func:`api_path`)."""
+        """The full URL of ``path`` (from :func:`~airflow_provider_batches.validation.api_path`)."""
         return f"{self.base_url}{self.base_path}{path}"
 
     @property

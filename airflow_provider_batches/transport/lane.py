@@ -68,7 +68,8 @@ class Lane:
 
     async def admit(self, *, urgent: bool = False, since: float | None = None) -> Ticket:
         """
-        Wait until this call may go; return its ticket, to hand back to :meth:`done`.
+        Wait until this call may go; return its ticket, to hand back to :meth:`succeeded`,
+        :meth:`rate_limited`, :meth:`failed` or :meth:`abandoned`.
 
         :param urgent: the call's batch is about to end (a head start in the queue).
         :param since: when this call first asked (a call back from a 429 keeps its place).
