@@ -30,13 +30,14 @@ with DAG(
 ):
 
     @task
-    def write_requests(params: dict | None = None) -> str:
+    def write_requests(params: dict | None = None, run_id: str | None = None) -> str:
         """One chat request per line, each with its own custom_id."""
         path = Path(params["workdir"]) / "requests.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as f:
             for n in range(REQUESTS):
-                body: dict = {"model": "mka1-small", "messages": [{"role": "user", "content": f"{n} squared?"}]}
+                question = f"{n} squared? ({run_id})"  # each run asks anew: the emulator counts runs by content
+                body: dict = {"model": "mka1-small", "messages": [{"role": "user", "content": question}]}
                 # The emulator fails a line whose body has "emulator_fail" (never send it to the real API):
                 # q-7 fails once for a transient reason, q-8 is blocked for good.
                 if n == 7:
