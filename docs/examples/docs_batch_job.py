@@ -36,7 +36,8 @@ with DAG(
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as f:
             for n in range(REQUESTS):
-                question = f"{n} squared? ({run_id})"  # each run asks anew: the emulator counts runs by content
+                # The run id makes each run's requests new to the emulator, which counts failures by content.
+                question = f"{n} squared? ({run_id})"
                 body: dict = {"model": "mka1-small", "messages": [{"role": "user", "content": question}]}
                 # The emulator fails a line whose body has "emulator_fail" (never send it to the real API):
                 # q-7 fails once for a transient reason, q-8 is blocked for good.
@@ -68,9 +69,8 @@ with DAG(
         """The manifest counts the rows; results.jsonl holds one row per request, in input order."""
         counts = manifest["counts"]
         assert counts["requests"] == REQUESTS
-        assert counts["succeeded"] + sum(counts["failed"].values()) + counts["invalid_output"] + (
-            counts["never_ran"]
-        ) == counts["requests"]
+        answered_or_not = counts["succeeded"] + sum(counts["failed"].values())
+        assert answered_or_not + counts["invalid_output"] + counts["never_ran"] == counts["requests"]
         assert counts["failed"] == {"content_filter": 1}  # permanent: never resubmitted
         assert counts["resubmitted"] == 1  # q-7, answered in the second round
         assert manifest["rounds"] == 2 and len(manifest["batches"][0]) == 3
@@ -80,7 +80,11 @@ with DAG(
         assert [row["custom_id"] for row in rows] == [f"q-{n}" for n in range(REQUESTS)]
         assert rows[7]["error"] is None and rows[7]["attempts"] == 2
         assert rows[8]["response"] is None and rows[8]["error"]["code"] == "content_filter"
-        print(rows[0]["response"]["choices"][0]["message"]["content"], manifest["usage"])
+        assert rows[0]["response"]["choices"][0]["message"][
+            "content"
+        ]  # the answer's body, as the API gave it
+        assert manifest["usage"]["total_tokens"] > 0  # summed over every answer
+
     # --8<-- [end:read]
 
     read_results(answer.output)

@@ -56,8 +56,9 @@ with DAG(
         for row in rows:
             sentiment = Sentiment.model_validate(row["output"])  # the parsed answer, as JSON
             assert row["error"] is None and row["response"] is not None  # the raw answer is kept too
-            print(row["custom_id"], sentiment.label, sentiment.confidence)
+            assert isinstance(sentiment.confidence, float)
         assert manifest["counts"]["invalid_output"] == 0
+
     # --8<-- [end:check]
 
     check_sentiments(classify.output)

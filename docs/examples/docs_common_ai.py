@@ -49,6 +49,7 @@ with DAG(
             rows = [json.loads(line) for line in f]
         assert sorted(row["index"] for row in rows) == [0, 1]
         assert all(row["status"] == "success" and row["output"] for row in rows)
+
     # --8<-- [end:check]
 
     check_answers(answers.output)

@@ -34,6 +34,8 @@ async def wait_for_all(batch_ids: list[str]) -> list[Batch]:
 async def cancel(batch_id: str) -> Batch:
     async with MKA1Hook() as hook:
         return await hook.acancel_batch(batch_id)
+
+
 # --8<-- [end:wait]
 
 
@@ -43,7 +45,11 @@ def main(workdir: Path) -> None:
         with path.open("w", encoding="utf-8") as f:
             for n in range(lines):
                 body = {"model": "mka1-embed", "input": f"text {n}"}
-                f.write(json.dumps({"custom_id": f"e-{n}", "method": "POST", "url": "/v1/embeddings", "body": body}))
+                f.write(
+                    json.dumps(
+                        {"custom_id": f"e-{n}", "method": "POST", "url": "/v1/embeddings", "body": body}
+                    )
+                )
                 f.write("\n")
     with MKA1Hook() as hook:  # the sync calls: the requests session is closed on the way out
         small_id, large_id = hook.upload_file(small).id, hook.upload_file(large).id
@@ -65,4 +71,3 @@ def main(workdir: Path) -> None:
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         main(Path(tmp))
-    print("the async calls answered as shown")

@@ -21,7 +21,11 @@ def main(workdir: Path) -> None:
     with requests.open("w", encoding="utf-8") as f:
         for n in range(5):
             body = {"model": "mka1-small", "messages": [{"role": "user", "content": f"What is {n} + {n}?"}]}
-            f.write(json.dumps({"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+            f.write(
+                json.dumps(
+                    {"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+                )
+            )
             f.write("\n")
     key = f"docs-hook-{uuid.uuid4().hex}"  # in a task: idempotency_key_for(context)
 
@@ -33,7 +37,11 @@ def main(workdir: Path) -> None:
 
     # --8<-- [start:submit]
     options = MKA1Hook.batch_options("/v1/chat/completions", metadata={"team": "search"})
-    assert options == {"endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"team": "search"}}
+    assert options == {
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        "metadata": {"team": "search"},
+    }
 
     # Upload the file and create the batch; the key is stored in the batch's metadata.
     batch = hook.submit_batch(
@@ -83,4 +91,3 @@ def main(workdir: Path) -> None:
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         main(Path(tmp))
-    print("every hook call answered as shown")

@@ -37,7 +37,7 @@ def main(workdir: Path) -> None:
         hook.get_batch("../files/x")  # a templated id gone wrong: refused, never sent
     except MKA1InvalidInputError as exc:
         assert isinstance(exc, ValueError) and not is_transient(exc)
-        print(exc)
+        assert str(exc).startswith("Invalid batch id '../files/x'")
     # --8<-- [end:input]
     else:
         raise AssertionError("not refused")
@@ -49,7 +49,7 @@ def main(workdir: Path) -> None:
         assert (exc.status_code, exc.method, exc.path) == (404, "GET", "/batches/batch_does_not_exist")
         assert exc.request_id  # the X-Request-ID to give MKA1 support
         assert not is_transient(exc)
-        print(exc)  # MKA1 API GET /batches/batch_does_not_exist answered 404 Not Found: ... (request id ...)
+        assert str(exc).startswith("MKA1 API GET /batches/batch_does_not_exist answered 404 Not Found: ")
     # --8<-- [end:api]
     else:
         raise AssertionError("no 404")
@@ -70,7 +70,9 @@ def main(workdir: Path) -> None:
         nothing_there.get_batch("batch_x")  # retried once, then raised with the root cause
     except MKA1ConnectionError as exc:
         assert is_transient(exc) and (exc.method, exc.path) == ("GET", "/batches/batch_x")
-        print(exc)  # MKA1 API GET /batches/batch_x: could not connect to 127.0.0.1:9: connection refused
+        assert (
+            str(exc) == "MKA1 API GET /batches/batch_x: could not connect to 127.0.0.1:9: connection refused"
+        )
     # --8<-- [end:network]
     else:
         raise AssertionError("connected to port 9")
@@ -82,7 +84,11 @@ def main(workdir: Path) -> None:
             body = {"model": "mka1-small", "messages": [{"role": "user", "content": f"question {n}"}]}
             if n == 0:  # the emulator fails this line (never send "emulator_fail" to the real API)
                 body["emulator_fail"] = {"code": "content_filter", "message": "blocked"}
-            f.write(json.dumps({"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+            f.write(
+                json.dumps(
+                    {"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+                )
+            )
             f.write("\n")
     batch = hook.submit_batch("/v1/chat/completions", input_path=requests)
     while not batch.is_terminal:
@@ -92,7 +98,8 @@ def main(workdir: Path) -> None:
     try:
         check_batch_outcome(batch)  # max_failed_ratio=0.0
     except MKA1BatchPartialFailureError as exc:
-        assert isinstance(exc, MKA1BatchOutcomeError) and isinstance(exc, AirflowFailException)  # no task retry
+        assert isinstance(exc, MKA1BatchOutcomeError)
+        assert isinstance(exc, AirflowFailException)  # Airflow does not retry the task
         assert exc.batch.id == batch.id and exc.batch.request_counts.failed == 1
     # --8<-- [end:outcome]
     else:
@@ -105,4 +112,3 @@ def main(workdir: Path) -> None:
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         main(Path(tmp))
-    print("every error raised as shown")

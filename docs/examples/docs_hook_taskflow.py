@@ -37,7 +37,11 @@ def docs_hook_taskflow():
         with path.open("w", encoding="utf-8") as f:
             for n in range(DOCUMENTS):
                 body = {"model": "mka1-embed", "input": f"document number {n}"}
-                f.write(json.dumps({"custom_id": f"doc-{n}", "method": "POST", "url": "/v1/embeddings", "body": body}))
+                f.write(
+                    json.dumps(
+                        {"custom_id": f"doc-{n}", "method": "POST", "url": "/v1/embeddings", "body": body}
+                    )
+                )
                 f.write("\n")
         return str(path)
 

@@ -52,6 +52,7 @@ with DAG(
         assert [row["custom_id"] for row in rows] == ["prompt-0", "prompt-1"]
         with open(extra["manifest"], encoding="utf-8") as f:
             assert json.load(f)["counts"] == extra["counts"]
+
     # --8<-- [end:reader]
 
     answer >> latest_results()
