@@ -52,14 +52,14 @@ with DAG(
     # --8<-- [start:operator]
     answer = MKA1BatchJobOperator(
         task_id="answer",
-        requests=write_requests(),  # a JSONL path (local or s3://...), request dicts, or prompt strings
+        requests=write_requests(),  # a JSONL path, request dicts or prompts
         endpoint="/v1/chat/completions",
-        result_path="{{ params.workdir }}/answers/",  # a directory: local, or any ObjectStoragePath
-        max_requests_per_batch=50,  # 120 requests: 3 batches (default 50,000)
-        resubmit_rounds=2,  # transient failures and never-run requests get up to 2 more rounds
-        max_failed_ratio=0.01,  # up to 1% of the requests may end without an answer
-        deferrable=True,  # one trigger waits on every batch of a round
-        poll_interval=2,  # seconds; the default is 30
+        result_path="{{ params.workdir }}/answers/",  # local or ObjectStoragePath
+        max_requests_per_batch=50,  # 3 batches (default 50,000)
+        resubmit_rounds=2,  # up to 2 more rounds for transient failures
+        max_failed_ratio=0.01,  # up to 1% may end without an answer
+        deferrable=True,  # one trigger per round waits on its batches
+        poll_interval=2,  # seconds (default 30)
     )
     # --8<-- [end:operator]
 
