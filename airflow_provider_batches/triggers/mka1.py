@@ -90,13 +90,26 @@ class MKA1BaseTrigger(BaseTrigger):
         self.trigger_kwargs: dict[str, Any] = {"mka1_conn_id": mka1_conn_id, "on_behalf_of": on_behalf_of}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """
+        The trigger's class path and constructor keyword arguments (``trigger_kwargs``), which the triggerer
+        stores and rebuilds the trigger from. They carry the connection id and ``on_behalf_of``, never the API
+        key: the hook reads the connection in the triggerer.
+        """
         return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.trigger_kwargs)
 
     @cached_property
     def hook(self) -> MKA1Hook:
+        """
+        The :class:`~airflow_provider_batches.hooks.mka1.MKA1Hook` of ``mka1_conn_id`` and ``on_behalf_of``,
+        made on first use; its async calls share one ``aiohttp`` session per connection on the running loop.
+        """
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """
+        Yield the events of :meth:`wait` (exactly one, for the MKA1 triggers), then release this trigger's
+        share of the loop's session, also when the triggerer cancels the run.
+        """
         try:
             async for event in self.wait():
                 yield event
@@ -209,6 +222,11 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
         )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
+        """
+        Poll the batch until it is terminal, the deadline passes or polling fails for good, and yield the one
+        event (``success``, ``terminal``, ``timeout`` or ``error``; its fields are described above). A
+        transient error is logged and polled past while ``error_budget`` lasts; a permanent one ends the wait.
+        """
         poller = BatchPoller(
             self.batch_id,
             poll_interval=self.poll_interval,

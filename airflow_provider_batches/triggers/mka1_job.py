@@ -90,6 +90,11 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
         )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
+        """
+        Poll the round's batches until every one is terminal, the deadline passes or a poll fails for good,
+        cancelling each batch that stalls for ``stall_timeout``, and yield the one event (``success``,
+        ``timeout`` or ``error``; its fields are described above).
+        """
         yield await self._run()
 
     async def _run(self) -> TriggerEvent:

@@ -106,14 +106,39 @@ def _dag_run_states(home: AirflowHome, dag_id: str) -> list[str]:
         return [row[0] for row in db.execute("SELECT state FROM dag_run WHERE dag_id = ?", (dag_id,))]
 
 
+@pytest.fixture(scope="module")
+def dag_example_runs(docs_airflow: AirflowHome, tmp_path_factory) -> dict[str, tuple[int | None, str]]:
+    """Every DAG example through ``airflow dags test``, in one process: by dag_id, its exit code (None:
+    it never finished) and its part of the output."""
+    dag_ids = [p.stem for p in _examples("dag")]
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("dags_test_many.py")),
+            str(tmp_path_factory.mktemp("dags")),
+            *dag_ids,
+        ],
+        env=docs_airflow.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    runs: dict[str, tuple[int | None, str]] = {}
+    for dag_id in dag_ids:
+        part = run.stdout.partition(f"=== {dag_id}: start ===")[2]
+        output, ended, rest = part.partition(f"=== {dag_id}: exit ")
+        runs[dag_id] = (int(rest.split(" ", 1)[0]) if ended else None, output or run.stdout[-5000:])
+    return runs
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("path", _examples("dag"), ids=lambda p: p.stem)
-def test_dag_example_runs(path: Path, docs_airflow: AirflowHome, tmp_path: Path) -> None:
-    run = docs_airflow.run(
-        "dags", "test", path.stem, "-c", json.dumps({"workdir": str(tmp_path)}), timeout=600
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert _dag_run_states(docs_airflow, path.stem) == ["success"], run.stdout[-3000:] + run.stderr[-3000:]
+def test_dag_example_runs(path: Path, docs_airflow: AirflowHome, dag_example_runs) -> None:
+    code, output = dag_example_runs[path.stem]
+    assert code == 0, output[-6000:]
+    assert _dag_run_states(docs_airflow, path.stem) == ["success"], output[-6000:]
 
 
 @pytest.mark.parametrize("path", _examples("script"), ids=lambda p: p.stem)
