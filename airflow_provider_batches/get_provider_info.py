@@ -154,7 +154,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "MKA1 Batch API",
-                "python-modules": ["airflow_provider_batches.operators.mka1"],
+                "python-modules": [
+                    "airflow_provider_batches.operators.mka1",
+                    "airflow_provider_batches.operators.mka1_job",
+                ],
             }
         ],
         "sensors": [
@@ -166,7 +169,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "MKA1 Batch API",
-                "python-modules": ["airflow_provider_batches.triggers.mka1"],
+                "python-modules": [
+                    "airflow_provider_batches.triggers.mka1",
+                    "airflow_provider_batches.triggers.mka1_job",
+                ],
             }
         ],
         "task-decorators": [

@@ -8,6 +8,7 @@ whether a batch succeeded is :mod:`~airflow_provider_batches.outcome`'s, never d
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator
 from functools import cached_property
@@ -76,8 +77,8 @@ class MKA1BaseTrigger(BaseTrigger):
     """
     What every MKA1 trigger shares: the connection (never the key itself), a hook on the running loop's
     shared session that is released when ``run()`` ends, and ``serialize()`` from the constructor's
-    keyword arguments. A subclass stores its arguments in ``self.trigger_kwargs`` and yields its events from
-    :meth:`wait`.
+    keyword arguments. A subclass stores each constructor argument under its own name and yields its
+    events from :meth:`wait`.
 
     :param mka1_conn_id: the MKA1 connection id.
     :param on_behalf_of: end-user id sent as ``X-On-Behalf-Of``; ``None`` uses the connection's.
@@ -87,15 +88,15 @@ class MKA1BaseTrigger(BaseTrigger):
         super().__init__()
         self.mka1_conn_id = mka1_conn_id
         self.on_behalf_of = on_behalf_of
-        self.trigger_kwargs: dict[str, Any] = {"mka1_conn_id": mka1_conn_id, "on_behalf_of": on_behalf_of}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """
-        The trigger's class path and constructor keyword arguments (``trigger_kwargs``), which the triggerer
-        stores and rebuilds the trigger from. They carry the connection id and ``on_behalf_of``, never the API
-        key: the hook reads the connection in the triggerer.
+        The trigger's class path and constructor keyword arguments (each read from the attribute of its
+        name), which the triggerer stores and rebuilds the trigger from. They carry the connection id and
+        ``on_behalf_of``, never the API key: the hook reads the connection in the triggerer.
         """
-        return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.trigger_kwargs)
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return f"{type(self).__module__}.{type(self).__qualname__}", {n: getattr(self, n) for n in names}
 
     @cached_property
     def hook(self) -> MKA1Hook:
@@ -212,14 +213,6 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
         self.error_budget = error_budget
         self.cancel_on_kill = cancel_on_kill
         self._last_batch: Batch | None = None
-        self.trigger_kwargs.update(
-            batch_id=batch_id,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            deadline=deadline,
-            error_budget=error_budget,
-            cancel_on_kill=cancel_on_kill,
-        )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
         """

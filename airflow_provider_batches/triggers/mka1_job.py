@@ -77,17 +77,6 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.started = started
         self._wait: JobWait | None = None
-        self.trigger_kwargs.update(
-            batch_ids=self.batch_ids,
-            round_no=round_no,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            deadline=deadline,
-            error_budget=error_budget,
-            stall_timeout=stall_timeout,
-            cancel_on_kill=cancel_on_kill,
-            started=started,
-        )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
         """
