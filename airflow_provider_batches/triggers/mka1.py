@@ -8,6 +8,7 @@ whether a batch succeeded is :mod:`~airflow_provider_batches.outcome`'s, never d
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator
 from functools import cached_property
@@ -21,7 +22,14 @@ from airflow_provider_batches.constants import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
 )
-from airflow_provider_batches.exceptions import MKA1Error, error_from_event, error_to_event
+from airflow_provider_batches.events import (
+    EVENT_ERROR,
+    EVENT_SUCCESS,
+    EVENT_TERMINAL,
+    EVENT_TIMEOUT,
+    batch_from_event,
+)
+from airflow_provider_batches.exceptions import MKA1Error, error_to_event
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import describe_batch
@@ -42,42 +50,13 @@ __all__ = [
     "batch_from_event",
 ]
 
-EVENT_SUCCESS = "success"
-EVENT_TERMINAL = "terminal"
-EVENT_ERROR = "error"
-EVENT_TIMEOUT = "timeout"
-
-
-def batch_from_event(event: dict[str, Any] | None) -> Batch:
-    """
-    Return the final batch of a ``success`` or ``terminal`` trigger event.
-
-    :raises MKA1Error: for an ``error`` event, the error the trigger met (same class, status code and
-        request id); for a missing event or one without a batch, a plain one. ``timeout`` events are the
-        caller's to handle before calling this.
-    """
-    if not isinstance(event, dict):
-        raise MKA1Error(f"The task resumed without an event from its trigger (got {event!r}).")
-    status = event.get("status")
-    if status in (EVENT_SUCCESS, EVENT_TERMINAL) and event.get("batch"):
-        return Batch.model_validate(event["batch"])
-    message = event.get("message") or f"Unexpected event from MKA1BatchTrigger: {event!r}"
-    if not isinstance(event.get("error"), dict):
-        raise MKA1Error(message)
-    # The same class, status and request id as the trigger's last error, so callers can branch on it;
-    # the event's message (e.g. that the error budget was spent) rides along as a note.
-    exc = error_from_event(event["error"], message)
-    if message != str(exc):
-        exc.add_note(message)
-    raise exc
-
 
 class MKA1BaseTrigger(BaseTrigger):
     """
     What every MKA1 trigger shares: the connection (never the key itself), a hook on the running loop's
     shared session that is released when ``run()`` ends, and ``serialize()`` from the constructor's
-    keyword arguments. A subclass stores its arguments in ``self.trigger_kwargs`` and yields its events from
-    :meth:`wait`.
+    keyword arguments. A subclass stores each constructor argument under its own name and yields its
+    events from :meth:`wait`.
 
     :param mka1_conn_id: the MKA1 connection id.
     :param on_behalf_of: end-user id sent as ``X-On-Behalf-Of``; ``None`` uses the connection's.
@@ -87,15 +66,15 @@ class MKA1BaseTrigger(BaseTrigger):
         super().__init__()
         self.mka1_conn_id = mka1_conn_id
         self.on_behalf_of = on_behalf_of
-        self.trigger_kwargs: dict[str, Any] = {"mka1_conn_id": mka1_conn_id, "on_behalf_of": on_behalf_of}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """
-        The trigger's class path and constructor keyword arguments (``trigger_kwargs``), which the triggerer
-        stores and rebuilds the trigger from. They carry the connection id and ``on_behalf_of``, never the API
-        key: the hook reads the connection in the triggerer.
+        The trigger's class path and constructor keyword arguments (each read from the attribute of its
+        name), which the triggerer stores and rebuilds the trigger from. They carry the connection id and
+        ``on_behalf_of``, never the API key: the hook reads the connection in the triggerer.
         """
-        return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.trigger_kwargs)
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return f"{type(self).__module__}.{type(self).__qualname__}", {n: getattr(self, n) for n in names}
 
     @cached_property
     def hook(self) -> MKA1Hook:
@@ -212,14 +191,6 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
         self.error_budget = error_budget
         self.cancel_on_kill = cancel_on_kill
         self._last_batch: Batch | None = None
-        self.trigger_kwargs.update(
-            batch_id=batch_id,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            deadline=deadline,
-            error_budget=error_budget,
-            cancel_on_kill=cancel_on_kill,
-        )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
         """

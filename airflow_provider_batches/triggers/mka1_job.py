@@ -22,9 +22,10 @@ from airflow_provider_batches.constants import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
 )
+from airflow_provider_batches.events import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT
 from airflow_provider_batches.exceptions import MKA1Error, error_to_event
 from airflow_provider_batches.jobs.waiting import JobWait
-from airflow_provider_batches.triggers.mka1 import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT, MKA1BaseTrigger
+from airflow_provider_batches.triggers.mka1 import MKA1BaseTrigger
 
 
 class MKA1BatchJobTrigger(MKA1BaseTrigger):
@@ -77,17 +78,6 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.started = started
         self._wait: JobWait | None = None
-        self.trigger_kwargs.update(
-            batch_ids=self.batch_ids,
-            round_no=round_no,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            deadline=deadline,
-            error_budget=error_budget,
-            stall_timeout=stall_timeout,
-            cancel_on_kill=cancel_on_kill,
-            started=started,
-        )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
         """
