@@ -32,9 +32,9 @@ PACKAGE = "airflow_provider_batches"
 PROVIDER = "airflow-provider-batches"
 REGISTERED = {
     "hooks": ["airflow_provider_batches.hooks.mka1"],
-    "operators": ["airflow_provider_batches.operators.mka1"],
+    "operators": ["airflow_provider_batches.operators.mka1", "airflow_provider_batches.operators.mka1_job"],
     "sensors": ["airflow_provider_batches.sensors.mka1"],
-    "triggers": ["airflow_provider_batches.triggers.mka1"],
+    "triggers": ["airflow_provider_batches.triggers.mka1", "airflow_provider_batches.triggers.mka1_job"],
 }
 READY = re.compile(r"^MKA1 emulator listening on (http://127\.0\.0\.1:\d+)$")
 
@@ -192,7 +192,7 @@ def test_airflow_lists_the_provider_and_what_it_registers(installed: Installed) 
     (mka1,) = [h for h in hooks if h["connection_type"] == "mka1"]
     assert mka1["class"] == "airflow_provider_batches.hooks.mka1.MKA1Hook"
     assert (mka1["hook_name"], mka1["package_name"]) == ("MKA1", PROVIDER)
-    assert [t["class"] for t in triggers if t["package_name"] == PROVIDER] == REGISTERED["triggers"]
+    assert sorted(t["class"] for t in triggers if t["package_name"] == PROVIDER) == REGISTERED["triggers"]
     if metadata.version("apache-airflow").startswith("3.0."):
         # 3.0 reads UI behaviours through Flask AppBuilder: without the FAB provider it lists no hook's
         assert behaviours == []
