@@ -288,7 +288,10 @@ class MKA1BatchOperator(BaseOperator):
     def _finish(self, context: Context, batch: Batch) -> str | None:
         self._batch = batch
         ti = context["ti"]
-        ti.xcom_push(key=XCOM_ERROR_FILE_ID, value=batch.error_file_id)
+        if batch.error_file_id:
+            # Not None: Airflow 3.0.6's execution API refuses an XCom of null (422); a pull of the
+            # missing key gives None all the same.
+            ti.xcom_push(key=XCOM_ERROR_FILE_ID, value=batch.error_file_id)
         ti.xcom_push(key=XCOM_REQUEST_COUNTS, value=batch.request_counts.model_dump(mode="json"))
         if not check_batch_outcome(batch, self.max_failed_ratio):
             raise MKA1Error(f"Stopped waiting while batch {batch.id} is {describe_batch(batch)}.")
