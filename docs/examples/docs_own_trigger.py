@@ -1,4 +1,4 @@
-"""MKA1BatchTrigger in your own deferrable operator: wait on a batch, then count its answers."""
+"""MKA1BatchTrigger in your own deferrable operator: wait on a batch, count answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, AirflowException, BaseOperator, Param, task
+from airflow.providers.common.compat.sdk import (
+    DAG,
+    AirflowException,
+    BaseOperator,
+    Param,
+    task,
+)
 
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.operators.mka1 import MKA1BatchOperator
@@ -18,7 +24,7 @@ from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger, batch_from_
 
 # --8<-- [start:operator]
 class CountAnswersOperator(BaseOperator):
-    """Waits on a batch in the triggerer, then returns how many of its requests were answered."""
+    """Waits on a batch in the triggerer, then returns how many requests it answered."""
 
     template_fields = ("batch_id",)
 
@@ -30,42 +36,38 @@ class CountAnswersOperator(BaseOperator):
         trigger = MKA1BatchTrigger(
             batch_id=self.batch_id,
             poll_interval=2,
-            deadline=pendulum.now("UTC").add(hours=26).timestamp(),  # absolute: a restart keeps it
+            # absolute, in Unix seconds: a triggerer restart does not restart the clock
+            deadline=pendulum.now("UTC").add(hours=26).timestamp(),
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> int:
         if event["status"] == "timeout":
             raise AirflowException(event["message"])
-        batch = batch_from_event(event)  # raises the trigger's API error for an "error" event
-        check_batch_outcome(batch, max_failed_ratio=0.0)  # raises for failed, expired, cancelled
-        answered = sum(1 for line in MKA1Hook().iter_results(batch.output_file_id) if line.response)
+        # raises the trigger's API error for an "error" event
+        batch = batch_from_event(event)
+        # raises for a failed, expired or cancelled batch, or too many failed requests
+        check_batch_outcome(batch, max_failed_ratio=0.0)
+        lines = MKA1Hook().iter_results(batch.output_file_id)
+        answered = sum(1 for line in lines if line.ok)
         self.log.info("Batch %s: %d answers.", batch.id, answered)
         return answered
 
 
 # --8<-- [end:operator]
 
+WORKDIR = str(Path(tempfile.gettempdir()) / "docs_own_trigger")
 
 with DAG(
     dag_id="docs_own_trigger",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": Param(str(Path(tempfile.gettempdir()) / "docs_own_trigger"), type="string")},
+    params={"workdir": Param(WORKDIR, type="string")},
 ):
-    submit = MKA1BatchOperator(
-        task_id="submit",
-        input_path="{{ params.workdir }}/embeddings.jsonl",
-        endpoint="/v1/embeddings",
-        wait_for_completion=False,
-    )
-    count = CountAnswersOperator(
-        task_id="count", batch_id="{{ ti.xcom_pull(task_ids='submit', key='batch_id') }}"
-    )
 
     @task
-    def write_requests(params: dict | None = None) -> None:
+    def write_requests(params: dict | None = None) -> str:
         path = Path(params["workdir"]) / "embeddings.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [
@@ -77,6 +79,17 @@ with DAG(
             }
             for n in range(1, 6)
         ]
-        path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return str(path)
 
-    write_requests() >> submit >> count
+    submit = MKA1BatchOperator(
+        task_id="submit",
+        input_path=write_requests(),
+        endpoint="/v1/embeddings",
+        wait_for_completion=False,
+    )
+    count = CountAnswersOperator(
+        task_id="count",
+        batch_id="{{ ti.xcom_pull(task_ids='submit', key='batch_id') }}",
+    )
+    submit >> count

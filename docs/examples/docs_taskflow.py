@@ -1,6 +1,6 @@
 """
-The TaskFlow decorator: one function returns the requests, ``@task.mka1_batch`` runs them as a batch job,
-and the results are an asset that another DAG (docs_taskflow_consumer) is scheduled on.
+The TaskFlow decorator: a function returns the requests, @task.mka1_batch runs them as a
+batch job, and the results are an asset that docs_taskflow_consumer is scheduled on.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from airflow.providers.common.compat.sdk import DAG, Asset, Param, task
 
 # The asset's URI names the results; its events' extra says where each run's files are.
 ANSWERS = Asset("mka1://docs/nightly-answers")
+WORKDIR = str(Path(tempfile.gettempdir()) / "docs_taskflow")
 
 with DAG(
     dag_id="docs_taskflow",
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": Param(str(Path(tempfile.gettempdir()) / "docs_taskflow"), type="string")},
+    params={"workdir": Param(WORKDIR, type="string")},
 ):
 
     @task.mka1_batch(
@@ -31,7 +32,8 @@ with DAG(
         results_asset=ANSWERS,
     )
     def questions(ds: str | None = None):
-        # Read your rows here: a generator is streamed to the input file, never held whole in memory.
+        # Read your rows here: a generator is streamed to the input file, never held
+        # whole in memory.
         for n in range(1, 51):
             yield f"On {ds}, summarise fact number {n} in one line."
 

@@ -1,4 +1,4 @@
-"""A DAG scheduled on the results of docs_taskflow: each asset event says where the new results are."""
+"""A DAG scheduled on the results of docs_taskflow: each event says where they are."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ with DAG(
 
     @task
     def load(**context) -> int:
-        # triggering_asset_events on Airflow 3, triggering_dataset_events on Airflow 2: the events that
-        # scheduled this run, by asset (only ANSWERS here).
-        triggering = context.get("triggering_asset_events") or context.get("triggering_dataset_events") or {}
+        # The events that scheduled this run, by asset (only ANSWERS here).
+        triggering = context.get("triggering_asset_events")  # Airflow 3
+        if triggering is None:
+            triggering = context.get("triggering_dataset_events", {})  # Airflow 2
         answered = 0
         for events in triggering.values():
             for event in events:
-                # extra: the manifest's counts, and the URIs of the results and of the manifest
+                # extra: the manifest's counts, the URIs of the results and the manifest
                 results = ObjectStoragePath(event.extra["results"])
                 rows = [json.loads(line) for line in results.read_text().splitlines()]
                 assert len(rows) == event.extra["counts"]["requests"]

@@ -1,9 +1,9 @@
 """
 The three ways to wait on a batch, side by side, on one file of requests:
 
-make_requests -> deferred (operator, the wait in the triggerer) -> download
+make_requests -> deferred (operator, waits in the triggerer) -> download
               -> submit (no wait) -> rescheduled (sensor, reschedule mode)
-              -> on_worker (operator, the wait on a worker)
+              -> on_worker (operator, waits on a worker)
 """
 
 from __future__ import annotations
@@ -16,15 +16,20 @@ from pathlib import Path
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
-from airflow_provider_batches.operators.mka1 import MKA1BatchOperator, MKA1DownloadFileOperator
+from airflow_provider_batches.operators.mka1 import (
+    MKA1BatchOperator,
+    MKA1DownloadFileOperator,
+)
 from airflow_provider_batches.sensors.mka1 import MKA1BatchSensor
+
+WORKDIR = str(Path(tempfile.gettempdir()) / "docs_waiting")
 
 with DAG(
     dag_id="docs_waiting",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": Param(str(Path(tempfile.gettempdir()) / "docs_waiting"), type="string")},
+    params={"workdir": Param(WORKDIR, type="string")},
 ):
 
     @task
@@ -33,11 +38,13 @@ with DAG(
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as f:
             for n in range(1, 31):
-                body = {
-                    "model": "mka1-small",
-                    "messages": [{"role": "user", "content": f"Name a prime over {n}."}],
+                question = {"role": "user", "content": f"Name a prime over {n}."}
+                line = {
+                    "custom_id": f"q-{n}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": "mka1-small", "messages": [question]},
                 }
-                line = {"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
                 f.write(json.dumps(line) + "\n")
         return str(path)
 
@@ -46,7 +53,8 @@ with DAG(
     # --8<-- [start:deferred]
     deferred = MKA1BatchOperator(
         task_id="deferred",
-        input_path=requests_file,  # or input_file_id=..., or batch_id=...
+        # or input_file_id= (a file already uploaded), or batch_id= (an existing batch)
+        input_path=requests_file,
         endpoint="/v1/chat/completions",
         metadata={"project": "eval-nightly"},
         deferrable=True,  # the wait runs in the triggerer
@@ -60,22 +68,24 @@ with DAG(
     download = MKA1DownloadFileOperator(
         task_id="download",
         file_id=deferred.output,  # the batch's output_file_id
-        destination="{{ params.workdir }}/results.jsonl",  # or an ObjectStoragePath such as s3://...
-        skip_if_no_file=True,  # a batch whose every request failed has no output file: skip
+        # a local path, or an ObjectStoragePath such as s3://bucket/results.jsonl
+        destination="{{ params.workdir }}/results.jsonl",
+        # a batch whose every request failed has no output file: skip, not fail
+        skip_if_no_file=True,
     )
     # --8<-- [end:download]
 
     submit = MKA1BatchOperator(
         task_id="submit",
         input_path=requests_file,
-        wait_for_completion=False,  # ends once the batch exists; its batch_id XCom is pushed
+        wait_for_completion=False,  # ends once the batch exists (XCom batch_id)
     )
 
     # --8<-- [start:sensor]
     rescheduled = MKA1BatchSensor(
         task_id="rescheduled",
         batch_id="{{ ti.xcom_pull(task_ids='submit', key='batch_id') }}",
-        mode="reschedule",  # the worker slot is free between pokes; or deferrable=True
+        mode="reschedule",  # the worker slot is free between pokes
         poke_interval=2,  # seconds between pokes (Airflow's default: 60)
         timeout=26 * 3600,
     )
@@ -86,9 +96,10 @@ with DAG(
     on_worker = MKA1BatchOperator(
         task_id="on_worker",
         input_path=requests_file,
-        deferrable=False,  # the task sleeps between polls and holds its worker slot
+        deferrable=False,  # sleeps between polls, holding its worker slot
         poll_interval=2,
-        timeout=timedelta(hours=2),  # fails the try (a retry reattaches to the same batch)
+        # fails the try; the retry reattaches to the same batch and waits again
+        timeout=timedelta(hours=2),
         retries=1,
     )
     # --8<-- [end:on_worker]
