@@ -45,6 +45,10 @@ class MKA1ConnectionError(MKA1Error):
         return (_rebuild, (type(self), self.__dict__, str(self)))
 
     def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """
+        ``(class path, args, kwargs)``: what Airflow's serialization (and :func:`error_to_event`) rebuilds
+        this error from, with its ``method`` and ``path``.
+        """
         return _class_path(self), (str(self),), {"method": self.method, "path": self.path}
 
 
@@ -100,6 +104,10 @@ class MKA1APIError(MKA1Error):
         return (_rebuild, (type(self), self.__dict__, str(self)))
 
     def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """
+        ``(class path, (status_code, message), kwargs)``: what Airflow's serialization (and
+        :func:`error_to_event`) rebuilds this error from, with its ``method``, ``path`` and ``request_id``.
+        """
         kwargs = {"method": self.method, "path": self.path, "request_id": self.request_id}
         return _class_path(self), (self.status_code, self.message), kwargs
 
@@ -146,6 +154,10 @@ class MKA1BatchOutcomeError(MKA1Error, AirflowFailException):
         return (_rebuild, (type(self), self.__dict__, str(self)))
 
     def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """
+        ``(class path, (message,), {"batch": ...})``: what Airflow's serialization rebuilds this error from,
+        the batch as JSON (``None`` if there is none).
+        """
         batch = self.batch.model_dump(mode="json") if self.batch is not None else None
         return _class_path(self), (str(self),), {"batch": batch}
 

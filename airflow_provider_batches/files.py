@@ -56,6 +56,7 @@ class MultipartFile:
 
     @property
     def content_type(self) -> str:
+        """The body's ``Content-Type`` header: ``multipart/form-data`` with its boundary."""
         return f"multipart/form-data; boundary={self.boundary}"
 
     def __len__(self) -> int:
@@ -107,16 +108,39 @@ class Sink:
     """Where a download goes: a temporary name next to the destination, moved into place on commit."""
 
     def write(self, chunk: bytes) -> None:
+        """
+        Append the next bytes of the download to the temporary file.
+
+        :param chunk: the bytes.
+        """
         raise NotImplementedError
 
     def commit(self) -> str:
+        """
+        Move the complete file into place at its destination (called once every byte is written).
+
+        :return: where the file is now.
+        """
         raise NotImplementedError
 
     def abort(self) -> None:
+        """
+        Remove the temporary file, leaving the destination as it was; called on any failure, never raises.
+        """
         raise NotImplementedError
 
 
 class LocalSink(Sink):
+    """
+    A local destination, written to ``.<name>.part`` beside it under an exclusive lock, then fsynced and
+    renamed over it. The part file's name is fixed, so that the retry of a killed download takes over
+    (and truncates) the one it left; the lock, which dies with its process, keeps two live downloads to the
+    same destination apart.
+
+    :param destination: the file to write; its parent directories are created.
+    :raises MKA1InvalidInputError: another download to ``destination`` is in progress.
+    """
+
     def __init__(self, destination: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         self.destination = destination
@@ -134,9 +158,20 @@ class LocalSink(Sink):
         self.file = os.fdopen(fd, "wb")
 
     def write(self, chunk: bytes) -> None:
+        """
+        Append the next bytes of the download to the part file.
+
+        :param chunk: the bytes.
+        """
         self.file.write(chunk)
 
     def commit(self) -> str:
+        """
+        Flush and fsync the part file, rename it over the destination (still holding the lock), then fsync the
+        directory where the OS allows it, so that the rename survives a crash.
+
+        :return: the destination's path.
+        """
         self.file.flush()
         os.fsync(self.file.fileno())
         os.replace(self.tmp, self.destination)  # still holding the lock
@@ -151,26 +186,48 @@ class LocalSink(Sink):
         return str(self.destination)
 
     def abort(self) -> None:
+        """
+        Remove the part file, then close it (releasing the lock), so that another try's part file is never
+        removed.
+        """
         self.tmp.unlink(missing_ok=True)  # before the lock goes, so as not to remove another try's file
         with contextlib.suppress(OSError):
             self.file.close()
 
 
 class ObjectStorageSink(Sink):
+    """
+    A destination in object storage, written to ``.<name>.<random>.part`` beside it and renamed to it on
+    commit. The part file's name is new for each download (no lock is possible there).
+
+    :param destination: the ``ObjectStoragePath`` to write.
+    """
+
     def __init__(self, destination: ObjectStoragePath) -> None:
         self.destination = destination
         self.tmp = destination.parent / f".{destination.name}.{uuid.uuid4().hex[:12]}.part"
         self.file = self.tmp.open("wb")
 
     def write(self, chunk: bytes) -> None:
+        """
+        Append the next bytes of the download to the part file.
+
+        :param chunk: the bytes.
+        """
         self.file.write(chunk)
 
     def commit(self) -> str:
+        """
+        Close the part file and rename it to the destination.
+
+        :return: the destination's URI.
+        """
         self.file.close()
         self.tmp.rename(self.destination)
         return str(self.destination)
 
     def abort(self) -> None:
+        """Close and remove the part file, whatever state it is in; never raises."""
         with contextlib.suppress(Exception):
             self.file.close()
         with contextlib.suppress(Exception):
@@ -197,6 +254,13 @@ def open_sink(
 
 
 def safe_name(filename: str | None, fallback: str) -> str:
+    """
+    The last component of ``filename`` (``/`` or ``\\`` separated) if it is a usable file name, else
+    ``fallback``: never a path, an empty name, ``.``, ``..`` or a name with non-printable characters.
+
+    :param filename: the file's API ``filename``; ``None`` if it has none.
+    :param fallback: the name to use instead, e.g. the file's id.
+    """
     name = os.path.basename((filename or "").replace("\\", "/"))
     if not name or name in (".", "..") or not name.isprintable():
         return fallback

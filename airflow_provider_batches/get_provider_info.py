@@ -128,6 +128,11 @@ def connection_form_widgets() -> dict[str, Any]:
 
 
 def get_provider_info() -> dict[str, Any]:
+    """
+    The provider's metadata for Airflow's providers manager (entry point ``apache_airflow_provider``): the
+    package name and version, the modules of the hook, operators, sensor and trigger, the
+    ``@task.mka1_batch`` decorator, and the ``mka1`` connection type with its form fields.
+    """
     return {
         "package-name": "airflow-provider-batches",
         "name": "MKA1 Batch API",
@@ -149,7 +154,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "MKA1 Batch API",
-                "python-modules": ["airflow_provider_batches.operators.mka1"],
+                "python-modules": [
+                    "airflow_provider_batches.operators.mka1",
+                    "airflow_provider_batches.operators.mka1_job",
+                ],
             }
         ],
         "sensors": [
@@ -161,7 +169,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "MKA1 Batch API",
-                "python-modules": ["airflow_provider_batches.triggers.mka1"],
+                "python-modules": [
+                    "airflow_provider_batches.triggers.mka1",
+                    "airflow_provider_batches.triggers.mka1_job",
+                ],
             }
         ],
         "task-decorators": [

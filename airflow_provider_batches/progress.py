@@ -37,6 +37,7 @@ class Progress:
 
     @property
     def done(self) -> int:
+        """Requests done so far: completed or failed."""
         return self.completed + self.failed
 
     @property

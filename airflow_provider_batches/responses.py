@@ -47,6 +47,13 @@ _SCRIPT = re.compile(r"<(script|style)[^>]*>.*?</\1>", re.IGNORECASE | re.DOTALL
 
 
 def clean(text: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
+    """
+    ``text`` fit for one line of a message: each run of whitespace and non-printable characters becomes one
+    space (none at either end), and a longer text is cut to ``limit`` characters, ending in ``...``.
+
+    :param text: e.g. the server's message or an error body.
+    :param limit: the longest result, in characters.
+    """
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 

@@ -207,6 +207,9 @@ def _base_url(conn_id: str | None, host: str | None, port: int | None, scheme: A
     raw = typed or DEFAULT_BASE_URL
     if scheme is not None and str(scheme).lower() not in ("http", "https"):
         raise _bad(conn_id, f"extra scheme must be 'http' or 'https', got {shown(scheme)}.")
+    # First, and without echoing the host: a key typed into it must not reach any message below.
+    if "@" in raw:  # no host name or base URL has one; user:password@ does
+        raise _bad(conn_id, "host must not contain credentials: put the API key in the password.")
     if slip := _host_slip(raw):
         raise _bad(conn_id, f"host {shown(typed)} {slip}")
     if "://" not in raw:
@@ -224,8 +227,6 @@ def _base_url(conn_id: str | None, host: str | None, port: int | None, scheme: A
         raise _bad(conn_id, f"host {shown(typed)} is not a valid URL ({exc}).") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise _bad(conn_id, f"host {shown(typed)} has scheme {parts.scheme!r}; use https:// (or http://).")
-    if parts.username is not None or parts.password is not None:
-        raise _bad(conn_id, "host must not contain credentials: put the API key in the password.")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise _bad(
             conn_id,

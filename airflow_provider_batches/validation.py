@@ -27,6 +27,13 @@ _BASE_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 def shown(value: object, limit: int = 60) -> str:
+    """
+    ``repr(value)`` for an error message, cut to ``limit`` characters (ending in ``...``). It hides
+    nothing: never give it a secret.
+
+    :param value: the value that was wrong.
+    :param limit: the longest result, in characters.
+    """
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

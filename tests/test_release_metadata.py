@@ -1,10 +1,12 @@
-"""The version is defined once and the changelog keeps up with it."""
+"""The version is defined once, the changelog keeps up with it, the provider info lists every module."""
 
 from __future__ import annotations
 
 import re
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from airflow_provider_batches import __version__
 from airflow_provider_batches.get_provider_info import get_provider_info
@@ -25,3 +27,14 @@ def test_changelog_has_an_unreleased_section_and_the_current_version() -> None:
     versions = [h for h in headings[1:] if re.fullmatch(r"\[\d+\.\d+\.\d+[^\]]*\] - \d{4}-\d{2}-\d{2}", h)]
     assert versions == headings[1:], "each released section is '## [x.y.z] - YYYY-MM-DD'"
     assert versions[0].startswith(f"[{__version__}] "), "the newest section is the package's version"
+
+
+@pytest.mark.parametrize("kind", ["hooks", "operators", "sensors", "triggers"])
+def test_provider_info_lists_every_module_of_each_kind(kind: str) -> None:
+    """What `airflow providers` lists comes from here: no module left out."""
+    folder = REPO / "airflow_provider_batches" / kind
+    modules = {
+        f"airflow_provider_batches.{kind}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"
+    }
+    listed = {m for entry in get_provider_info()[kind] for m in entry["python-modules"]}
+    assert listed == modules

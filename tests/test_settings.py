@@ -42,6 +42,23 @@ def test_host_rules(host: str | None, port: int | None, extras: dict, base_url: 
 
 
 @pytest.mark.parametrize(
+    "host",
+    [
+        "ftp://u:SECRET-KEY-1@x.com",  # a wrong scheme
+        "http//u:SECRET-KEY-1@x.com",  # a scheme slip
+        "https://u:SECRET-KEY-1@x.com:99999",  # a bad port
+        "https://u:SECRET-KEY-1@x.com/api",  # a path
+        "https://SECRET-KEY-1@x.com",  # the key as the user name
+        "https://u:SECRET-KEY-1@x .com",  # a space
+    ],
+)
+def test_a_key_typed_into_the_host_is_in_no_message(host: str) -> None:
+    with pytest.raises(MKA1InvalidInputError, match="must not contain credentials") as raised:
+        _settings(host, None)
+    assert "SECRET-KEY-1" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"password": ""}, "connection 'mka1_default': no API key: set its password"),

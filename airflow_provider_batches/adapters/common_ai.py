@@ -103,11 +103,21 @@ class MKA1BatchAdapter(BatchAdapter):
 
     @property
     def hook(self) -> MKA1Hook:
+        """
+        The :class:`MKA1Hook` every call of this adapter goes through: the ``client`` given, or the one built
+        from the credentials.
+        """
         return self._client
 
     # -- requests ------------------------------------------------------------------------------------
 
     def build_output_directive(self, spec: OutputSpec) -> dict[str, Any]:
+        """
+        The body fields that ask for ``spec``'s output: for a structured spec, a ``response_format`` of type
+        ``json_schema`` (not strict) carrying its schema; ``{}`` otherwise. Merged into every request's body.
+
+        :param spec: common-ai's output spec.
+        """
         if not spec.is_structured:
             return {}
         schema = {"name": spec.schema_name, "schema": spec.json_schema, "strict": False}
@@ -155,6 +165,16 @@ class MKA1BatchAdapter(BatchAdapter):
         request_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """
+        Refuse, before anything is written or sent, a batch this adapter would not submit: a ``custom_id``
+        that would be too long, more than ``max_requests`` requests, requests for more than one model, or
+        request lines (as :meth:`submit` writes them) over ``max_payload_bytes`` in all. Arguments as for
+        :meth:`submit`.
+
+        :raises LLMBatchLimitExceededError: too many requests or bytes, or a ``custom_id`` too long; the
+            message says to split the input with ``.expand()``.
+        :raises LLMBatchModelMismatchError: the requests name more than one model, or another provider's.
+        """
         self.check_custom_id_length(idempotency_key, len(requests))
         if len(requests) > self.max_requests:
             raise LLMBatchLimitExceededError(
@@ -208,6 +228,26 @@ class MKA1BatchAdapter(BatchAdapter):
         completion_window: str = "24h",
         **kwargs: Any,
     ) -> SubmitResult:
+        """
+        Write the request lines to a temporary JSONL file (removed afterwards, whatever happens) and hand it
+        to :meth:`~airflow_provider_batches.hooks.mka1.MKA1Hook.submit_batch`, which uploads it and creates
+        the batch, or returns the still usable batch an earlier try created with the same
+        :meth:`reattach_key`, uploading nothing.
+        Each request's ``custom_id`` is ``<idempotency_key>-<index>``.
+
+        :param requests: common-ai's requests (``prompt``; optionally ``system_prompt``, ``model``,
+            ``max_tokens``, ``params``).
+        :param model: the model of every request, without the ``mka1:`` prefix.
+        :param idempotency_key: common-ai's key of the task instance, recorded in the batch's metadata.
+        :param input_fingerprint: common-ai's fingerprint of the input, recorded in the batch's metadata.
+        :param output_spec: the output wanted (see :meth:`build_output_directive`).
+        :param system_prompt: the system message of the requests that give none.
+        :param max_tokens: the ``max_tokens`` of the requests that give none.
+        :param request_params: body fields of every request; a request's own ``params`` override them, and
+            ``model``, ``messages``, ``max_tokens`` and the output directive override both.
+        :param completion_window: the batch's completion window (the API accepts only ``24h``).
+        :return: the batch's id and its input file's id.
+        """
         lines = self._lines(
             requests,
             model=model,
@@ -237,6 +277,13 @@ class MKA1BatchAdapter(BatchAdapter):
         return SubmitResult(batch_id=batch.id, provider_input_ref=batch.input_file_id)
 
     def get_batch(self, batch_id: str) -> BatchState:
+        """
+        The batch's state for common-ai: its status (any status not terminal is ``in_progress``), its counts
+        (the requests an expired or cancelled batch never ran count as ``expired`` or ``cancelled``) and its
+        ``errors`` joined into one message.
+
+        :param batch_id: the batch's id.
+        """
         batch = self.hook.get_batch(batch_id)
         counts = batch.request_counts
         # Progress counters, not a split: what an expired or cancelled batch never ran is the rest.
@@ -257,6 +304,13 @@ class MKA1BatchAdapter(BatchAdapter):
         )
 
     def cancel_batch(self, batch_id: str) -> None:
+        """
+        Ask the gateway to cancel the batch
+        (:meth:`~airflow_provider_batches.hooks.mka1.MKA1Hook.cancel_batch`: a batch already cancelling or
+        cancelled is no error).
+
+        :param batch_id: the batch's id.
+        """
         self.hook.cancel_batch(batch_id)
 
     def find_orphaned_batch(
@@ -275,6 +329,15 @@ class MKA1BatchAdapter(BatchAdapter):
     # -- results -------------------------------------------------------------------------------------
 
     def iter_results(self, batch_id: str) -> Iterator[RawResultItem]:
+        """
+        The batch's results as common-ai's items, streamed: the output file's lines, then the error file's.
+        The batch is read at once, so a bad ``batch_id`` raises here, not at the first item. A line whose
+        ``custom_id`` is not ``<key>-<index>`` is skipped (common-ai counts its request as missing); an error
+        line for a request the batch never ran (``batch_expired``, ``batch_cancelled``) is ``expired`` or
+        ``cancelled``, any other ``errored``.
+
+        :param batch_id: the batch's id.
+        """
         return self._results(self.hook.get_batch(batch_id))
 
     def _results(self, batch: Batch) -> Iterator[RawResultItem]:
@@ -286,6 +349,13 @@ class MKA1BatchAdapter(BatchAdapter):
                         yield item
 
     def extract_output(self, raw: RawResultItem, spec: OutputSpec) -> ExtractedOutput:
+        """
+        The answer's assistant message: JSON text for a structured ``spec``, plain text otherwise; ``absent``
+        for an item without one (an error line, or an answer with no content).
+
+        :param raw: one item of :meth:`iter_results`.
+        :param spec: the output wanted.
+        """
         if raw.raw is None:
             return ExtractedOutput(kind="absent")
         return ExtractedOutput(kind="json_text" if spec.is_structured else "text", text=raw.raw)

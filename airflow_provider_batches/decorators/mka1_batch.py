@@ -78,6 +78,16 @@ class MKA1BatchDecoratedOperator(DecoratedOperator, MKA1BatchJobOperator):
         )
 
     def execute(self, context: Context) -> Any:
+        """
+        Call the function (with ``op_args``, ``op_kwargs`` and the context values it names), stage what it
+        returned as the job's ``requests``, push their path as the ``requests_path`` XCom, then run the job
+        (:meth:`~airflow_provider_batches.operators.mka1_job.MKA1BatchJobOperator.execute`).
+
+        :return: the job's manifest (deferred: :meth:`execute_complete` returns it).
+        :raises MKA1InvalidInputError: the function returned neither a path nor an iterable of requests, no
+            request at all, a request line that is not valid, or prompt strings without ``model``; nothing
+            was sent.
+        """
         context_merge(context, self.op_kwargs)
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
         self.requests = self._stage(self.python_callable(*self.op_args, **kwargs), context)
@@ -91,6 +101,16 @@ class MKA1BatchDecoratedOperator(DecoratedOperator, MKA1BatchJobOperator):
         deadline: float | None = None,
         started: float = 0.0,
     ) -> dict[str, Any]:
+        """
+        Go on with the job after its trigger fired, on the requests the first run staged (their path read back
+        from the ``requests_path`` XCom): the function is never called again.
+
+        :param event: the trigger's event.
+        :param deadline: the job's absolute deadline, in Unix seconds, from the deferral.
+        :param started: when the job started, in Unix seconds, from the deferral.
+        :return: the job's manifest.
+        :raises MKA1InvalidInputError: the ``requests_path`` XCom is missing.
+        """
         # Resumed: the requests the first run staged, never a second call of the function. An XCom, not
         # the deferral's kwargs, which `airflow dags test` drops.
         ti = context["ti"]

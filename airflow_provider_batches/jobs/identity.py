@@ -76,6 +76,11 @@ class FoundBatches:
         return max((r for r, _ in self.current), default=-1) + 1
 
     def of_round(self, round_no: int) -> dict[int, Batch]:
+        """
+        The current batches of round ``round_no``, by shard.
+
+        :param round_no: the round, from 0.
+        """
         return {shard: b for (r, shard), b in self.current.items() if r == round_no}
 
 

@@ -77,6 +77,7 @@ class JobIndex:
         self.count = 0
 
     def close(self) -> None:
+        """Close the SQLite connection; the index cannot be read afterwards (the file stays where it is)."""
         self.db.close()
 
     # -- round 0: the input ---------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class MergeCounts:
 
     @property
     def not_succeeded(self) -> int:
+        """The requests without an answer: failed, with an invalid output, or never run."""
         return self.requests - self.succeeded
 
 
@@ -81,6 +82,10 @@ class AtomicFile:
         self.file: IO[bytes] = self.tmp.open("wb") if not self.local else open(self.tmp, "wb", _BUFFER)  # noqa: SIM115
 
     def commit(self) -> None:
+        """
+        Close the temporary file (flushed and fsynced, if local) and rename it to the target, which appears
+        complete or not at all.
+        """
         if self.local:
             self.file.flush()
             os.fsync(self.file.fileno())
@@ -91,6 +96,7 @@ class AtomicFile:
             self.tmp.rename(self.target)
 
     def abort(self) -> None:
+        """Close and remove the temporary file, leaving the target as it was; never raises."""
         with contextlib.suppress(Exception):
             self.file.close()
         with contextlib.suppress(Exception):
@@ -98,6 +104,14 @@ class AtomicFile:
 
 
 def write_atomically(directory: Any, name: str, data: bytes) -> str:
+    """
+    Write ``data`` to ``name`` in ``directory`` through an :class:`AtomicFile`.
+
+    :param directory: a local ``Path`` or an ``ObjectStoragePath`` (see :func:`resolve_dir`).
+    :param name: the file's name.
+    :param data: the file's whole content.
+    :return: the file's path or URI.
+    """
     out = AtomicFile(directory, name)
     try:
         out.file.write(data)
@@ -109,6 +123,14 @@ def write_atomically(directory: Any, name: str, data: bytes) -> str:
 
 
 def copy_atomically(source: Path, directory: Any, name: str) -> None:
+    """
+    Copy the local file ``source`` to ``name`` in ``directory`` through an :class:`AtomicFile`, in
+    chunks.
+
+    :param source: the local file to copy.
+    :param directory: a local ``Path`` or an ``ObjectStoragePath`` (see :func:`resolve_dir`).
+    :param name: the copy's name.
+    """
     out = AtomicFile(directory, name)
     try:
         with open(source, "rb") as handle:

@@ -66,10 +66,15 @@ class JobSpec:
 
 
 def cancel_batches(hook: MKA1Hook, batch_ids: Collection[str], why: str, log: Any) -> None:
-    """Cancel each batch, logging why; a batch that cannot be cancelled is logged, not raised."""
+    """
+    Cancel each batch still running, logging why; a batch read terminal is left alone (it may have ended
+    since the caller last looked), and one that cannot be read or cancelled is logged, not raised.
+    """
     for batch_id in batch_ids:
-        log.warning("Cancelling batch %s: %s.", batch_id, why)
         try:
+            if hook.get_batch(batch_id).is_terminal:
+                continue
+            log.warning("Cancelling batch %s: %s.", batch_id, why)
             batch = hook.cancel_batch(batch_id)
         except MKA1Error as exc:
             log.warning("Could not cancel batch %s: %s", batch_id, exc)

@@ -70,6 +70,7 @@ class JobWait:
 
     @property
     def batches(self) -> dict[str, Batch | None]:
+        """The last read of each batch of the round, by id; ``None`` for a batch not read yet."""
         return {batch_id: poller.batch for batch_id, poller in self.pollers.items()}
 
     @property

@@ -164,9 +164,27 @@ class MKA1BatchOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MKA1Hook:
+        """
+        The :class:`~airflow_provider_batches.hooks.mka1.MKA1Hook` of ``mka1_conn_id`` and ``on_behalf_of``,
+        made on first use (after templating).
+        """
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     def execute(self, context: Context) -> str | None:
+        """
+        Attach to ``batch_id``, or create the batch (uploading ``input_path`` first), reattaching to the one
+        an earlier try created; push its id as the ``batch_id`` XCom at once. Then, unless
+        ``wait_for_completion=False``, wait until it is terminal: polling in this worker, or deferred to
+        :class:`~airflow_provider_batches.triggers.mka1.MKA1BatchTrigger` (resumed in
+        :meth:`execute_complete`). After the wait, ``error_file_id`` and ``request_counts`` are pushed and
+        the outcome rule decides.
+
+        :return: the batch's ``output_file_id``; ``None`` while it has none (as is usual with
+            ``wait_for_completion=False``).
+        :raises MKA1BatchOutcomeError: the batch failed, expired or was cancelled, or too many of its requests
+            failed; final (no retry).
+        :raises MKA1Error: the ``timeout`` passed, or polling failed for good (the task's retries reattach).
+        """
         batch = self._batch = self._submit_or_attach(context)
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch.id)
         if not self.wait_for_completion:
@@ -186,6 +204,12 @@ class MKA1BatchOperator(BaseOperator):
         return self._finish(context, batch_from_event(event))
 
     def on_kill(self) -> None:
+        """
+        Cancel the batch (if ``cancel_on_kill``) when the task is killed while it waits in this worker; a
+        failed cancel is logged, not raised. Nothing is cancelled outside that wait (while submitting, or with
+        ``wait_for_completion=False``); a deferred wait is cancelled by the trigger's
+        :meth:`~airflow_provider_batches.triggers.mka1.MKA1BatchTrigger.on_kill` (Airflow 3.3+).
+        """
         batch_id = self._waiting_on
         if not batch_id or not self.cancel_on_kill:
             return
@@ -343,9 +367,24 @@ class MKA1DownloadFileOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MKA1Hook:
+        """
+        The :class:`~airflow_provider_batches.hooks.mka1.MKA1Hook` of ``mka1_conn_id`` and ``on_behalf_of``,
+        made on first use (after templating).
+        """
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """
+        Stream the file to ``destination``
+        (:meth:`~airflow_provider_batches.hooks.mka1.MKA1Hook.download_file`): it appears there complete or
+        not at all.
+
+        :return: ``{"path": str, "bytes": int, "lines": int}``, the ``return_value`` XCom.
+        :raises AirflowSkipException: ``file_id`` is empty (or the ``"None"`` an empty XCom renders as) and
+            ``skip_if_no_file`` is set.
+        :raises MKA1InvalidInputError: the same without ``skip_if_no_file``, or a malformed ``file_id`` or
+            ``destination``; nothing was sent.
+        """
         file_id = self.file_id
         # A template over an empty XCom renders as the string "None". Anything else goes to the hook as
         # is, which refuses a malformed id (padded, control characters) before any request.

@@ -201,11 +201,29 @@ class MKA1BatchJobOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MKA1Hook:
+        """
+        The :class:`~airflow_provider_batches.hooks.mka1.MKA1Hook` of ``mka1_conn_id`` and ``on_behalf_of``,
+        made on first use (after templating).
+        """
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     # -- Airflow entry points ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """
+        Run the job, replayed from its input and the batches earlier tries made (reattached to, never
+        submitted twice): check and shard the input, submit each round's batches and wait for them (polling
+        here, or deferred to :class:`~airflow_provider_batches.triggers.mka1_job.MKA1BatchJobTrigger` and
+        resumed in :meth:`execute_complete`), resubmit what may succeed another time, then write the results
+        and the manifest. The ``timeout`` runs from now.
+
+        :return: the manifest, also pushed as the ``manifest`` XCom.
+        :raises MKA1InvalidInputError: the input cannot be read or a line is not valid; nothing was sent.
+        :raises MKA1BatchPartialFailureError: more requests than ``max_failed_ratio`` allows have no answer;
+            the results and the manifest are written.
+        :raises MKA1Error: the ``timeout`` passed (the unfinished batches cancelled if ``cancel_on_timeout``),
+            or polling failed for good.
+        """
         started = time.time()
         deadline = started + self.timeout if self.timeout is not None else None
         return self._run(context, deadline, started)
@@ -230,6 +248,11 @@ class MKA1BatchJobOperator(BaseOperator):
         return self._run(context, deadline, event.get("started") or started or time.time())
 
     def on_kill(self) -> None:
+        """
+        Cancel the batches of the round (if ``cancel_on_kill``) when the task is killed while it waits in this
+        worker; a failed cancel is logged, not raised. A deferred wait is cancelled by the trigger's
+        :meth:`~airflow_provider_batches.triggers.mka1_job.MKA1BatchJobTrigger.on_kill` (Airflow 3.3+).
+        """
         if self.cancel_on_kill and self._waiting_on:
             self._cancel(self._waiting_on, "the task was killed")
 

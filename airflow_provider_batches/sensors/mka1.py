@@ -87,9 +87,23 @@ class MKA1BatchSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> MKA1Hook:
+        """
+        The :class:`~airflow_provider_batches.hooks.mka1.MKA1Hook` of ``mka1_conn_id`` and ``on_behalf_of``,
+        made on first use (after templating).
+        """
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
+        """
+        Read the batch once (one ``GET /batches/{id}``), log its progress and apply the outcome rule.
+
+        :return: ``False`` while the batch is not terminal, or could not be read for a transient reason (see
+            :func:`~airflow_provider_batches.exceptions.is_transient`: the next poke tries again); a
+            ``PokeReturnValue`` carrying the batch as a dict once it completed within ``max_failed_ratio``.
+        :raises MKA1BatchOutcomeError: the batch failed, expired or was cancelled, or too many of its requests
+            failed; final (no retry).
+        :raises MKA1Error: a permanent API error (e.g. 401, 404).
+        """
         try:
             batch = self.hook.get_batch(self.batch_id)
         except MKA1Error as exc:
@@ -106,6 +120,14 @@ class MKA1BatchSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=batch.model_dump(mode="json"))
 
     def execute(self, context: Context) -> Any:
+        """
+        Not deferrable: wait as any sensor does, in ``poke`` or ``reschedule`` mode. Deferrable: poke once (a
+        finished batch needs no triggerer), then defer to
+        :class:`~airflow_provider_batches.triggers.mka1.MKA1BatchTrigger`, the sensor's ``timeout`` its
+        absolute deadline, and resume in :meth:`execute_complete`.
+
+        :return: the final batch as a dict (the ``return_value`` XCom).
+        """
         if not self.deferrable:
             return super().execute(context)
         # One poke first: a batch that is already finished needs no trip through the triggerer.

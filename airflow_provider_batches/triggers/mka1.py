@@ -8,6 +8,7 @@ whether a batch succeeded is :mod:`~airflow_provider_batches.outcome`'s, never d
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator
 from functools import cached_property
@@ -76,8 +77,8 @@ class MKA1BaseTrigger(BaseTrigger):
     """
     What every MKA1 trigger shares: the connection (never the key itself), a hook on the running loop's
     shared session that is released when ``run()`` ends, and ``serialize()`` from the constructor's
-    keyword arguments. A subclass stores its arguments in ``self.trigger_kwargs`` and yields its events from
-    :meth:`wait`.
+    keyword arguments. A subclass stores each constructor argument under its own name and yields its
+    events from :meth:`wait`.
 
     :param mka1_conn_id: the MKA1 connection id.
     :param on_behalf_of: end-user id sent as ``X-On-Behalf-Of``; ``None`` uses the connection's.
@@ -87,16 +88,29 @@ class MKA1BaseTrigger(BaseTrigger):
         super().__init__()
         self.mka1_conn_id = mka1_conn_id
         self.on_behalf_of = on_behalf_of
-        self.trigger_kwargs: dict[str, Any] = {"mka1_conn_id": mka1_conn_id, "on_behalf_of": on_behalf_of}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.trigger_kwargs)
+        """
+        The trigger's class path and constructor keyword arguments (each read from the attribute of its
+        name), which the triggerer stores and rebuilds the trigger from. They carry the connection id and
+        ``on_behalf_of``, never the API key: the hook reads the connection in the triggerer.
+        """
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return f"{type(self).__module__}.{type(self).__qualname__}", {n: getattr(self, n) for n in names}
 
     @cached_property
     def hook(self) -> MKA1Hook:
+        """
+        The :class:`~airflow_provider_batches.hooks.mka1.MKA1Hook` of ``mka1_conn_id`` and ``on_behalf_of``,
+        made on first use; its async calls share one ``aiohttp`` session per connection on the running loop.
+        """
         return MKA1Hook(mka1_conn_id=self.mka1_conn_id, on_behalf_of=self.on_behalf_of)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """
+        Yield the events of :meth:`wait` (exactly one, for the MKA1 triggers), then release this trigger's
+        share of the loop's session, also when the triggerer cancels the run.
+        """
         try:
             async for event in self.wait():
                 yield event
@@ -199,16 +213,13 @@ class MKA1BatchTrigger(MKA1BaseTrigger):
         self.error_budget = error_budget
         self.cancel_on_kill = cancel_on_kill
         self._last_batch: Batch | None = None
-        self.trigger_kwargs.update(
-            batch_id=batch_id,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            deadline=deadline,
-            error_budget=error_budget,
-            cancel_on_kill=cancel_on_kill,
-        )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
+        """
+        Poll the batch until it is terminal, the deadline passes or polling fails for good, and yield the one
+        event (``success``, ``terminal``, ``timeout`` or ``error``; its fields are described above). A
+        transient error is logged and polled past while ``error_budget`` lasts; a permanent one ends the wait.
+        """
         poller = BatchPoller(
             self.batch_id,
             poll_interval=self.poll_interval,

@@ -77,19 +77,13 @@ class MKA1BatchJobTrigger(MKA1BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.started = started
         self._wait: JobWait | None = None
-        self.trigger_kwargs.update(
-            batch_ids=self.batch_ids,
-            round_no=round_no,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            deadline=deadline,
-            error_budget=error_budget,
-            stall_timeout=stall_timeout,
-            cancel_on_kill=cancel_on_kill,
-            started=started,
-        )
 
     async def wait(self) -> AsyncIterator[TriggerEvent]:
+        """
+        Poll the round's batches until every one is terminal, the deadline passes or a poll fails for good,
+        cancelling each batch that stalls for ``stall_timeout``, and yield the one event (``success``,
+        ``timeout`` or ``error``; its fields are described above).
+        """
         yield await self._run()
 
     async def _run(self) -> TriggerEvent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import pytest
@@ -305,3 +306,41 @@ def test_the_job_trigger_serializes_without_secrets(emulator, mka1_conn) -> None
     assert path == "airflow_provider_batches.triggers.mka1_job.MKA1BatchJobTrigger"
     assert "test-key" not in json.dumps(kwargs)
     assert MKA1BatchJobTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_killed_while_waiting_in_the_worker_cancels_only_the_unfinished_batches(
+    emulator, mka1_conn, tmp_path
+) -> None:
+    import threading
+
+    # Two shards: 10 lines that finish at once, 2,000 that take about 10 s.
+    path = write_jsonl(tmp_path / "in.jsonl", (request_line(n) for n in range(2010)))
+    op = job(tmp_path, requests=str(path), max_requests_per_batch=2000, resubmit_rounds=0)
+    outcome: list[BaseException | dict] = []
+
+    def execute() -> None:
+        try:
+            outcome.append(op.execute(make_context()))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=execute, daemon=True)
+    worker.start()
+    hook = MKA1Hook()
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, "the job never had one batch done and one running"
+        batches = [b for b in hook.list_batches() if b.id in op._waiting_on]
+        if len(batches) == 2 and sorted(b.is_terminal for b in batches) == [False, True]:
+            break
+        time.sleep(0.1)
+
+    op.on_kill()  # what Airflow calls, from another thread, when the task is killed
+
+    (running,) = [b for b in batches if not b.is_terminal]
+    assert emulator.calls(method="POST", path=CANCELS) == 1
+    assert hook.get_batch(running.id).status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
+    worker.join(30)
+    # The wait sees the cancel and the job ends: the lines that never ran are its failures.
+    (ended,) = outcome
+    assert isinstance(ended, MKA1Error), ended
