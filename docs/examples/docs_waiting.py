@@ -53,7 +53,7 @@ with DAG(
     # --8<-- [start:deferred]
     deferred = MKA1BatchOperator(
         task_id="deferred",
-        # or input_file_id= (a file already uploaded), or batch_id= (an existing batch)
+        # or input_file_id= (uploaded already), or batch_id= (attach to a batch)
         input_path=requests_file,
         endpoint="/v1/chat/completions",
         metadata={"project": "eval-nightly"},
