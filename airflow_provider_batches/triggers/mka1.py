@@ -22,7 +22,14 @@ from airflow_provider_batches.constants import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
 )
-from airflow_provider_batches.exceptions import MKA1Error, error_from_event, error_to_event
+from airflow_provider_batches.events import (
+    EVENT_ERROR,
+    EVENT_SUCCESS,
+    EVENT_TERMINAL,
+    EVENT_TIMEOUT,
+    batch_from_event,
+)
+from airflow_provider_batches.exceptions import MKA1Error, error_to_event
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.models import Batch, BatchStatus
 from airflow_provider_batches.outcome import describe_batch
@@ -42,35 +49,6 @@ __all__ = [
     "MKA1BatchTrigger",
     "batch_from_event",
 ]
-
-EVENT_SUCCESS = "success"
-EVENT_TERMINAL = "terminal"
-EVENT_ERROR = "error"
-EVENT_TIMEOUT = "timeout"
-
-
-def batch_from_event(event: dict[str, Any] | None) -> Batch:
-    """
-    Return the final batch of a ``success`` or ``terminal`` trigger event.
-
-    :raises MKA1Error: for an ``error`` event, the error the trigger met (same class, status code and
-        request id); for a missing event or one without a batch, a plain one. ``timeout`` events are the
-        caller's to handle before calling this.
-    """
-    if not isinstance(event, dict):
-        raise MKA1Error(f"The task resumed without an event from its trigger (got {event!r}).")
-    status = event.get("status")
-    if status in (EVENT_SUCCESS, EVENT_TERMINAL) and event.get("batch"):
-        return Batch.model_validate(event["batch"])
-    message = event.get("message") or f"Unexpected event from MKA1BatchTrigger: {event!r}"
-    if not isinstance(event.get("error"), dict):
-        raise MKA1Error(message)
-    # The same class, status and request id as the trigger's last error, so callers can branch on it;
-    # the event's message (e.g. that the error budget was spent) rides along as a note.
-    exc = error_from_event(event["error"], message)
-    if message != str(exc):
-        exc.add_note(message)
-    raise exc
 
 
 class MKA1BaseTrigger(BaseTrigger):

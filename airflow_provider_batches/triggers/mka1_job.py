@@ -22,9 +22,10 @@ from airflow_provider_batches.constants import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
 )
+from airflow_provider_batches.events import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT
 from airflow_provider_batches.exceptions import MKA1Error, error_to_event
 from airflow_provider_batches.jobs.waiting import JobWait
-from airflow_provider_batches.triggers.mka1 import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT, MKA1BaseTrigger
+from airflow_provider_batches.triggers.mka1 import MKA1BaseTrigger
 
 
 class MKA1BatchJobTrigger(MKA1BaseTrigger):
