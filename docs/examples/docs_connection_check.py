@@ -15,7 +15,7 @@ from airflow_provider_batches.hooks.mka1 import MKA1Hook
 
 def check(conn_id: str) -> tuple[bool, str]:
     ok, message = MKA1Hook(mka1_conn_id=conn_id).test_connection()
-    print(f"{conn_id}: {'ok' if ok else 'FAILED'}: {message}")  # noqa: T201
+    print(f"{conn_id}: {'ok' if ok else 'FAILED'}: {message}")
     return ok, message
 
 

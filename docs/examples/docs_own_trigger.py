@@ -16,10 +16,11 @@ from airflow.providers.common.compat.sdk import (
     task,
 )
 
+from airflow_provider_batches.events import batch_from_event
 from airflow_provider_batches.hooks.mka1 import MKA1Hook
 from airflow_provider_batches.operators.mka1 import MKA1BatchOperator
 from airflow_provider_batches.outcome import check_batch_outcome
-from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger, batch_from_event
+from airflow_provider_batches.triggers.mka1 import MKA1BatchTrigger
 
 
 # --8<-- [start:operator]
