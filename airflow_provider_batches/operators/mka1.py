@@ -51,8 +51,8 @@ class MKA1BatchOperator(BaseOperator):
     creating and billing a second one.
 
     XComs: ``batch_id`` is pushed as soon as the batch is known, before any wait. After the wait, the
-    ``return_value`` is the batch's ``output_file_id`` and ``error_file_id`` and ``request_counts`` are
-    pushed under their own keys. The outcome rule
+    ``return_value`` is the batch's ``output_file_id`` and ``error_file_id`` (when the batch has one) and
+    ``request_counts`` are pushed under their own keys. The outcome rule
     (:func:`~airflow_provider_batches.outcome.check_batch_outcome`) decides success.
 
     :param batch_id: attach to this batch instead of creating one (templated).
@@ -176,8 +176,8 @@ class MKA1BatchOperator(BaseOperator):
         an earlier try created; push its id as the ``batch_id`` XCom at once. Then, unless
         ``wait_for_completion=False``, wait until it is terminal: polling in this worker, or deferred to
         :class:`~airflow_provider_batches.triggers.mka1.MKA1BatchTrigger` (resumed in
-        :meth:`execute_complete`). After the wait, ``error_file_id`` and ``request_counts`` are pushed and
-        the outcome rule decides.
+        :meth:`execute_complete`). After the wait, ``error_file_id`` (when there is one) and
+        ``request_counts`` are pushed and the outcome rule decides.
 
         :return: the batch's ``output_file_id``; ``None`` while it has none (as is usual with
             ``wait_for_completion=False``).
@@ -315,7 +315,10 @@ class MKA1BatchOperator(BaseOperator):
     def _finish(self, context: Context, batch: Batch) -> str | None:
         self._batch = batch
         ti = context["ti"]
-        ti.xcom_push(key=XCOM_ERROR_FILE_ID, value=batch.error_file_id)
+        if batch.error_file_id:
+            # Not None: Airflow 3.0.6's execution API refuses an XCom of null (422); a pull of the
+            # missing key gives None all the same.
+            ti.xcom_push(key=XCOM_ERROR_FILE_ID, value=batch.error_file_id)
         ti.xcom_push(key=XCOM_REQUEST_COUNTS, value=batch.request_counts.model_dump(mode="json"))
         if not check_batch_outcome(batch, self.max_failed_ratio):
             raise MKA1Error(f"Stopped waiting while batch {batch.id} is {describe_batch(batch)}.")

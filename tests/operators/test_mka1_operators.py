@@ -104,6 +104,16 @@ def test_creates_from_a_local_file_waits_and_pushes_its_xcoms(emulator, mka1_con
     assert emulator.calls(method="POST", path=UPLOADS) == 1
 
 
+def test_a_batch_without_failed_requests_pushes_no_error_file_id(mka1_conn, tmp_path) -> None:
+    # Airflow 3.0.6's execution API refuses an XCom of null with a 422, which failed the task.
+    context = make_context()
+    operator(input_path=str(write_requests(tmp_path / "requests.jsonl", 3))).execute(context)
+
+    xcoms = context["ti"].xcoms
+    assert xcoms["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+    assert "error_file_id" not in xcoms and None not in xcoms.values()
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [
@@ -211,8 +221,9 @@ def test_a_failed_batch_fails_the_task_with_its_errors(mka1_conn, tmp_path) -> N
     with pytest.raises(MKA1BatchFailedError, match=r"invalid_json_line.*line 2"):
         operator(input_path=str(path)).execute(context)
 
-    assert context["ti"].xcoms["request_counts"]["failed"] == 0
-    assert "error_file_id" in context["ti"].xcoms
+    xcoms = context["ti"].xcoms
+    assert xcoms["request_counts"]["failed"] == 0
+    assert xcoms.get("error_file_id") == MKA1Hook().get_batch(xcoms["batch_id"]).error_file_id
 
 
 def test_sync_wait_survives_transient_errors(emulator, monkeypatch, tmp_path) -> None:
