@@ -44,7 +44,8 @@ def blocks_of(path: Path) -> list[Block]:
         body: list[str] = []
         end = index + 1
         while end < len(lines) and not lines[end].strip().startswith(fence):
-            body.append(lines[end][indent:] if lines[end][:indent].isspace() else lines[end].lstrip())
+            line = lines[end]
+            body.append(line[indent:] if line[:indent].strip() == "" else line.lstrip())
             end += 1
         if end == len(lines):
             raise AssertionError(f"{path.relative_to(REPO)}:{index + 1}: a code block is never closed")
