@@ -6,13 +6,13 @@ answers go.
 
 from __future__ import annotations
 
+# --8<-- [start:dag]
 import json
 import tempfile
 from pathlib import Path
 
-# --8<-- [start:dag]
 import pendulum
-from airflow.providers.common.compat.sdk import dag, task  # or: from airflow.sdk import dag, task
+from airflow.providers.common.compat.sdk import dag, task  # or airflow.sdk's
 
 
 @dag(
@@ -24,16 +24,21 @@ def docs_front_page():
     @task.mka1_batch(
         model="mka1-small",
         system_prompt="Answer in one sentence.",
-        result_path="{{ params.workdir }}/answers",  # a local directory or any ObjectStoragePath
-        deferrable=True,  # the wait runs in the triggerer and holds no worker slot
-        poll_interval=5,  # seconds between polls at first (default 30); they spread out as the batch runs
+        # a local directory, or any ObjectStoragePath (s3://, gs://, ...)
+        result_path="{{ params.workdir }}/answers",
+        # the wait runs in the triggerer and holds no worker slot
+        deferrable=True,
+        # seconds between the first polls (default 30); later ones spread out
+        poll_interval=5,
     )
     def ask():
-        return [f"What is {n} squared?" for n in range(1, 101)]  # or a JSONL path, or request dicts
+        # or the path of a JSONL file of requests, or request dicts
+        return [f"What is {n} squared?" for n in range(1, 101)]
 
     @task
     def report(manifest: dict) -> None:
-        with open(manifest["results"]) as rows:  # one row per question, in order
+        # one row per question, in input order
+        with open(manifest["results"]) as rows:
             answers = [json.loads(row) for row in rows]
         assert len(answers) == manifest["counts"]["succeeded"] == 100
         print(answers[0]["response"]["choices"][0]["message"]["content"])
