@@ -87,7 +87,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    # Port stays visible: Airflow 3.3.0-3.3.2 refuse Test for a connection stored without one (README).
+    # Port stays visible: Airflow 3.3.0-3.3.2 refuse Test for a connection stored without one
+    # (docs/pages/installation.md, "Test a connection").
     "hidden-fields": ["schema", "login", "extra"],
     "relabeling": {"host": "Base URL", "password": "API key", "port": "Port"},
     "placeholders": {"host": DEFAULT_BASE_URL, "password": "mka1-...", "port": "443"},

@@ -91,7 +91,7 @@ def test_a_dropped_answer_to_post_batches_leaves_one_batch(emulator) -> None:
 
 
 def test_common_ais_openai_adapter_creates_two_batches_on_the_same_fault(emulator) -> None:
-    """The measurement the README quotes: the OpenAI SDK re-sends a POST whose answer was lost."""
+    """What the common-ai page quotes: the OpenAI SDK re-sends a POST whose answer was lost."""
     pytest.importorskip("openai")
     from airflow.providers.common.ai.batch.openai import OpenAIBatchAdapter
 

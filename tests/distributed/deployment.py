@@ -35,7 +35,7 @@ FAILOVER_SETTINGS = {
     # default, kept on purpose): a triggerer's first trigger builds its in-process execution API, which
     # held up its heartbeat for 20-27 s on a loaded 2-core machine. A lower threshold then hands the
     # triggers of a live triggerer to the other needlessly (Airflow 3.3.2 then calls on_kill on the copy
-    # left behind, which leaves the batch running: see the README, "Supported deployments").
+    # left behind, which leaves the batch running: see docs/pages/deployments.md).
     "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
     "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "30",
     # Each triggerer claims at most 4 new triggers a loop (default 50), which spreads 21 triggers over both.

@@ -1,8 +1,8 @@
 """
 The provider on the distributed engine: PostgreSQL, CeleryExecutor on Redis, two triggerers, two workers.
 
-The steps run in order on one deployment (see conftest.py); each asserts what the README's "Supported
-deployments" section claims. Once per CI run, on the newest Airflow.
+The steps run in order on one deployment (see conftest.py); each asserts what docs/pages/deployments.md
+claims. Once per CI run, on the newest Airflow.
 """
 
 from __future__ import annotations

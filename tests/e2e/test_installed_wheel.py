@@ -143,7 +143,7 @@ def test_sdist_has_what_a_source_build_needs(dists: Dists) -> None:
         names = {n.removeprefix(root) for n in tf.getnames()}
     assert {"pyproject.toml", "PKG-INFO", "README.md", "CHANGELOG.md", "LICENSE"} <= names
     assert tracked(PACKAGE) <= names
-    # the example DAGs ship in the sdist, not in the wheel (README, "Install")
+    # the example DAGs ship in the sdist, not in the wheel (docs: Install and connect)
     assert tracked("example_dags") <= names
     # build_dists built the wheel from this sdist, so nothing a build needs is missing from it
 

@@ -274,9 +274,9 @@ def test_url_strings_are_object_storage(hook: MKA1Hook, uploaded: FileObject, me
     assert again.bytes == uploaded.bytes
 
 
-def test_the_readmes_json_example_names_every_form_field() -> None:
+def test_the_docs_json_example_names_every_form_field() -> None:
     """Airflow 3's edit form shows only the extras a connection has: the example must show them all."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "pages" / "installation.md").read_text()
     start = readme.index("export AIRFLOW_CONN_MKA1_DEFAULT='{")
     example = json.loads(readme[readme.index("{", start) : readme.index("}}'", start) + 2])
     assert set(example["extra"]) == set(CONN_FIELDS)
