@@ -18,6 +18,8 @@ from tests.docs.blocks import REPO
 PACKAGE = REPO / "airflow_provider_batches"
 EMULATOR = PACKAGE / "emulator"
 
+pytestmark = pytest.mark.once  # MkDocs reads the sources; no Airflow runs
+
 
 def _build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
     mkdocs = Path(sys.executable).parent / "mkdocs"
