@@ -1,10 +1,11 @@
 """
-Batch jobs guide: prompt strings with a ``response_model``; every answer parsed into a pydantic model.
+Batch jobs guide: prompt strings with a ``response_model``; every answer parsed into a
+pydantic model.
 
 classify (MKA1BatchJobOperator, prompt strings) -> check_sentiments
 
-``workdir`` (a DAG param) is where the results go; the only other configuration read is the
-``mka1_default`` connection.
+``workdir`` (a DAG param) is where the results go; the only other configuration read is
+the ``mka1_default`` connection.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": Param(str(Path(tempfile.gettempdir()) / "docs_batch_job_structured"), type="string")},
+    params={
+        "workdir": Param(
+            str(Path(tempfile.gettempdir()) / "docs_batch_job_structured"),
+            type="string",
+        )
+    },
     tags=["docs", "mka1"],
 ):
     # --8<-- [start:classify]
@@ -36,7 +42,8 @@ with DAG(
 
     classify = MKA1BatchJobOperator(
         task_id="classify",
-        requests=REVIEWS,  # prompt strings: custom_ids prompt-0, prompt-1, ... by position
+        # prompt strings: custom_ids prompt-0, prompt-1, ... by position
+        requests=REVIEWS,
         model="mka1-small",  # the model every prompt is sent to
         system_prompt="Classify the sentiment of the review.",
         request_params={"temperature": 0},  # merged into every body
@@ -52,10 +59,16 @@ with DAG(
     def check_sentiments(manifest: dict) -> None:
         with open(manifest["results"], encoding="utf-8") as f:
             rows = [json.loads(line) for line in f]
-        assert [row["custom_id"] for row in rows] == ["prompt-0", "prompt-1", "prompt-2"]
+        assert [row["custom_id"] for row in rows] == [
+            "prompt-0",
+            "prompt-1",
+            "prompt-2",
+        ]
         for row in rows:
-            sentiment = Sentiment.model_validate(row["output"])  # the parsed answer, as JSON
-            assert row["error"] is None and row["response"] is not None  # the raw answer is kept too
+            # the parsed answer, as JSON
+            sentiment = Sentiment.model_validate(row["output"])
+            # the raw answer is kept too
+            assert row["error"] is None and row["response"] is not None
             assert isinstance(sentiment.confidence, float)
         assert manifest["counts"]["invalid_output"] == 0
 

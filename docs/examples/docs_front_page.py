@@ -1,7 +1,9 @@
-"""The front page's example: a list of questions in, one answer per question out, with ``@task.mka1_batch``.
+"""
+The front page's example: a list of questions in, one answer per question out, with
+``@task.mka1_batch``.
 
-Runs against the emulator in tests/docs (``airflow dags test docs_front_page``); ``workdir`` is where the
-answers go.
+Runs against the emulator in tests/docs (``airflow dags test docs_front_page``);
+``workdir`` is where the answers go.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """
 The hook guide: the async calls (what a trigger uses) from your own asyncio code.
 
-Run it with the ``mka1_default`` connection set (``AIRFLOW_CONN_MKA1_DEFAULT``); it writes only in a
-temporary directory, and asserts what each call returns.
+Run it with the ``mka1_default`` connection set (``AIRFLOW_CONN_MKA1_DEFAULT``); it
+writes only in a temporary directory, and asserts what each call returns.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from airflow_provider_batches.models import Batch
 
 # --8<-- [start:wait]
 async def wait_for_all(batch_ids: list[str]) -> list[Batch]:
-    """Poll several batches at once, on the one aiohttp session every hook of the connection shares."""
-    async with MKA1Hook() as hook:  # leaving the block releases this hook's share of the session
+    """
+    Poll several batches at once, on the one aiohttp session every hook of the
+    connection shares.
+    """
+    # leaving the block releases this hook's share of the session
+    async with MKA1Hook() as hook:
 
         async def wait(batch_id: str) -> Batch:
             batch = await hook.aget_batch(batch_id)
@@ -47,11 +51,17 @@ def main(workdir: Path) -> None:
                 body = {"model": "mka1-embed", "input": f"text {n}"}
                 f.write(
                     json.dumps(
-                        {"custom_id": f"e-{n}", "method": "POST", "url": "/v1/embeddings", "body": body}
+                        {
+                            "custom_id": f"e-{n}",
+                            "method": "POST",
+                            "url": "/v1/embeddings",
+                            "body": body,
+                        }
                     )
                 )
                 f.write("\n")
-    with MKA1Hook() as hook:  # the sync calls: the requests session is closed on the way out
+    # the sync calls: the requests session is closed on the way out
+    with MKA1Hook() as hook:
         small_id, large_id = hook.upload_file(small).id, hook.upload_file(large).id
         batch_ids = [hook.create_batch(small_id, "/v1/embeddings").id for _ in range(2)]
         to_cancel = hook.create_batch(large_id, "/v1/embeddings").id
@@ -63,7 +73,8 @@ def main(workdir: Path) -> None:
     batches = asyncio.run(wait_for_all(batch_ids))
     assert [b.status for b in batches] == ["completed", "completed"]
 
-    # A hook never released is closed with its event loop: no "Unclosed client session" left behind.
+    # A hook never released is closed with its event loop: no "Unclosed client session"
+    # left behind.
     assert asyncio.run(MKA1Hook().aget_batch(batch_ids[0])).status == "completed"
     # --8<-- [end:run]
 

@@ -1,8 +1,9 @@
 """
 The hook guide: what each error of the provider means, raised for real against the API.
 
-Run it with the ``mka1_default`` connection set (``AIRFLOW_CONN_MKA1_DEFAULT``); it writes only in a
-temporary directory, and asserts the class and the facts of every error.
+Run it with the ``mka1_default`` connection set (``AIRFLOW_CONN_MKA1_DEFAULT``); it
+writes only in a temporary directory, and asserts the class and the facts of every
+error.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from airflow_provider_batches.outcome import check_batch_outcome
 
 def main(workdir: Path) -> None:
     hook = MKA1Hook()
-    base_url = hook.settings.base_url  # the connection's host, for the hooks built below
+    # the connection's host, for the hooks built below
+    base_url = hook.settings.base_url
 
     # --8<-- [start:input]
     try:
@@ -46,32 +48,45 @@ def main(workdir: Path) -> None:
     try:
         hook.get_batch("batch_does_not_exist")
     except MKA1NotFoundError as exc:
-        assert (exc.status_code, exc.method, exc.path) == (404, "GET", "/batches/batch_does_not_exist")
+        assert (exc.status_code, exc.method, exc.path) == (
+            404,
+            "GET",
+            "/batches/batch_does_not_exist",
+        )
         assert exc.request_id  # the X-Request-ID to give MKA1 support
         assert not is_transient(exc)
-        assert str(exc).startswith("MKA1 API GET /batches/batch_does_not_exist answered 404 Not Found: ")
+        assert str(exc).startswith(
+            "MKA1 API GET /batches/batch_does_not_exist answered 404 Not Found: "
+        )
     # --8<-- [end:api]
     else:
         raise AssertionError("no 404")
 
     # --8<-- [start:auth]
-    wrong_key = MKA1Hook.from_credentials(base_url, "not-the-key")  # checked as a connection's would be
+    # checked as a connection's would be
+    wrong_key = MKA1Hook.from_credentials(base_url, "not-the-key")
     try:
         wrong_key.get_batch("batch_x")
     except MKA1AuthenticationError as exc:
-        assert exc.status_code in (401, 403) and "not-the-key" not in str(exc)  # never the key
+        # never the key
+        assert exc.status_code in (401, 403) and "not-the-key" not in str(exc)
     # --8<-- [end:auth]
     else:
         raise AssertionError("no 401")
 
     # --8<-- [start:network]
-    nothing_there = MKA1Hook.from_credentials("http://127.0.0.1:9", "key", max_retries=1, backoff_base=0.1)
+    nothing_there = MKA1Hook.from_credentials(
+        "http://127.0.0.1:9", "key", max_retries=1, backoff_base=0.1
+    )
     try:
-        nothing_there.get_batch("batch_x")  # retried once, then raised with the root cause
+        # retried once, then raised with the root cause
+        nothing_there.get_batch("batch_x")
     except MKA1ConnectionError as exc:
-        assert is_transient(exc) and (exc.method, exc.path) == ("GET", "/batches/batch_x")
-        assert (
-            str(exc) == "MKA1 API GET /batches/batch_x: could not connect to 127.0.0.1:9: connection refused"
+        assert is_transient(exc)
+        assert (exc.method, exc.path) == ("GET", "/batches/batch_x")
+        assert str(exc) == (
+            "MKA1 API GET /batches/batch_x: "
+            "could not connect to 127.0.0.1:9: connection refused"
         )
     # --8<-- [end:network]
     else:
@@ -81,12 +96,21 @@ def main(workdir: Path) -> None:
     requests = workdir / "requests.jsonl"
     with requests.open("w", encoding="utf-8") as f:
         for n in range(4):
-            body = {"model": "mka1-small", "messages": [{"role": "user", "content": f"question {n}"}]}
-            if n == 0:  # the emulator fails this line (never send "emulator_fail" to the real API)
+            body = {
+                "model": "mka1-small",
+                "messages": [{"role": "user", "content": f"question {n}"}],
+            }
+            # the emulator fails this line (never send "emulator_fail" to the real API)
+            if n == 0:
                 body["emulator_fail"] = {"code": "content_filter", "message": "blocked"}
             f.write(
                 json.dumps(
-                    {"custom_id": f"q-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+                    {
+                        "custom_id": f"q-{n}",
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
                 )
             )
             f.write("\n")
@@ -105,7 +129,10 @@ def main(workdir: Path) -> None:
     else:
         raise AssertionError("the failed line passed")
 
-    assert all(issubclass(cls, MKA1Error) for cls in (MKA1InvalidInputError, MKA1ConnectionError))
+    assert all(
+        issubclass(cls, MKA1Error)
+        for cls in (MKA1InvalidInputError, MKA1ConnectionError)
+    )
     assert issubclass(MKA1Error, AirflowException)
 
 

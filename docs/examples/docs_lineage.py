@@ -1,10 +1,11 @@
 """
-The lineage guide: a batch job that updates an Asset, and a task that reads the asset event's ``extra``.
+The lineage guide: a batch job that updates an Asset, and a task that reads the asset
+event's ``extra``.
 
 answer (MKA1BatchJobOperator, results_asset) -> latest_results (inlets: the asset)
 
-``workdir`` (a DAG param) is where the results go; the only other configuration read is the
-``mka1_default`` connection.
+``workdir`` (a DAG param) is where the results go; the only other configuration read is
+the ``mka1_default`` connection.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from airflow.providers.common.compat.sdk import DAG, Asset, Param, task
 from airflow_provider_batches.operators.mka1 import MKA1BatchJobOperator
 
 # --8<-- [start:asset]
-ANSWERS = Asset("s3://my-bucket/answers")  # a Dataset on Airflow 2; the URI names it, nothing is read from it
+# a Dataset on Airflow 2; the URI names it, nothing is read from it
+ANSWERS = Asset("s3://my-bucket/answers")
 # --8<-- [end:asset]
 
 with DAG(
@@ -27,7 +29,11 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"workdir": Param(str(Path(tempfile.gettempdir()) / "docs_lineage"), type="string")},
+    params={
+        "workdir": Param(
+            str(Path(tempfile.gettempdir()) / "docs_lineage"), type="string"
+        )
+    },
     tags=["docs", "mka1"],
 ):
     # --8<-- [start:producer]
@@ -36,7 +42,8 @@ with DAG(
         requests=["Summarise: the sky is blue.", "Summarise: water is wet."],
         model="mka1-small",
         result_path="{{ params.workdir }}/answers/",
-        results_asset=ANSWERS,  # added to outlets; the event's extra: counts, results, manifest
+        # added to outlets; the event's extra: counts, results, manifest
+        results_asset=ANSWERS,
         deferrable=True,
         poll_interval=2,
     )
