@@ -323,10 +323,11 @@ class MKA1Hook(BaseHook):
 
         With ``idempotency_key``, the batch carries it in ``metadata["airflow_idempotency_key"]``. Before
         creating, a recent batch with the same key, input file and endpoint is looked for and returned if
-        it is not failed, expired or cancelled. ``POST /batches`` is never retried blindly: after a
-        failure that may have created the batch (a 5xx, a timeout, a dropped connection) it is looked for
-        again, and only if it is not found is the request sent again. Without a key such a failure is
-        raised, not retried. A 429 or a refused connection is always retried.
+        :func:`may_reattach` allows it (not failed, expired, cancelling or cancelled). ``POST /batches``
+        is never retried blindly: after a failure that may have created the batch (a 5xx, a timeout, a
+        dropped connection) it is looked for again, and only if it is not found is the request sent
+        again. Without a key such a failure is raised, not retried. A 429 or a refused connection is
+        always retried.
 
         :param input_file_id: the uploaded JSONL file of requests.
         :param endpoint: e.g. ``/v1/chat/completions``; every line's ``url`` must equal it.
