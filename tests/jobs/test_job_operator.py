@@ -316,31 +316,28 @@ def test_killed_while_waiting_in_the_worker_cancels_only_the_unfinished_batches(
     # Two shards: 10 lines that finish at once, 2,000 that take about 10 s.
     path = write_jsonl(tmp_path / "in.jsonl", (request_line(n) for n in range(2010)))
     op = job(tmp_path, requests=str(path), max_requests_per_batch=2000, resubmit_rounds=0)
-    outcome: list[BaseException | dict] = []
-
-    def execute() -> None:
-        try:
-            outcome.append(op.execute(make_context()))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=execute, daemon=True)
-    worker.start()
     hook = MKA1Hook()
-    deadline = time.monotonic() + 30
-    while True:
-        assert time.monotonic() < deadline, "the job never had one batch done and one running"
-        batches = [b for b in hook.list_batches() if b.id in op._waiting_on]
-        if len(batches) == 2 and sorted(b.is_terminal for b in batches) == [False, True]:
-            break
-        time.sleep(0.1)
+    seen: list[list] = []
 
-    op.on_kill()  # what Airflow calls, from another thread, when the task is killed
+    def kill_once_one_is_done() -> None:
+        # What Airflow does when the task is killed: on_kill, from outside the running execute.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            batches = [b for b in hook.list_batches() if b.id in op._waiting_on]
+            if len(batches) == 2 and sorted(b.is_terminal for b in batches) == [False, True]:
+                seen.append(batches)
+                op.on_kill()
+                return
+            time.sleep(0.1)
 
-    (running,) = [b for b in batches if not b.is_terminal]
+    killer = threading.Thread(target=kill_once_one_is_done, daemon=True)
+    killer.start()
+    # The wait sees the cancel and the job ends: the lines that never ran are its failures.
+    with pytest.raises(MKA1Error):
+        op.execute(make_context())
+    killer.join(30)
+
+    assert seen, "the job never had one batch done and one running"
+    (running,) = [b for b in seen[0] if not b.is_terminal]
     assert emulator.calls(method="POST", path=CANCELS) == 1
     assert hook.get_batch(running.id).status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
-    worker.join(30)
-    # The wait sees the cancel and the job ends: the lines that never ran are its failures.
-    (ended,) = outcome
-    assert isinstance(ended, MKA1Error), ended
